@@ -42,7 +42,8 @@ def read_interactions(
             ``ratings.csv``, ``*.rating``, ``*.parquet``, else delimited text).
         sep: delimiter for delimited text (``","``, ``"\\t"``, ``"::"``, ...); sniffed if None.
         header: whether the first line names the columns; guessed if None.
-        columns: names for the columns of a header-less file, e.g. ``["user", "item", "rating"]``.
+        columns: names for the columns of a header-less file, e.g. ``["user", "item", "rating"]``;
+            without them, columns are user, item, rating, timestamp in that order.
         user_col, item_col, rating_col, timestamp_col, label_col, weight_col: the column for
             each role, by name or 0-based position. Defaults find columns named after the role.
         rating_threshold: keep only ratings >= threshold as positives (default: all count).
@@ -165,27 +166,32 @@ def _format_defaults(
 
 
 def _sniff(path: Path) -> tuple[str, bool]:
-    """Guess delimiter and header from the first non-empty line."""
+    """Guess the delimiter from the first non-empty line, and whether that line is a header.
+
+    It is a header when it names a role (``user``, ``item``, ...) or has no numeric field
+    while the next line has one.
+    """
+    lines: list[str] = []
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        first = ""
         for line in handle:
             if line.strip():
-                first = line.rstrip("\r\n")
+                lines.append(line.rstrip("\r\n"))
+            if len(lines) == 2:
                 break
-    if not first:
+    if not lines:
         raise DataError("the file is empty", path=str(path))
+    first = lines[0]
     sep = next((s for s in ("::", "\t", ",", ";", "|") if s in first), " ")
-    fields = [f.strip() for f in (first.split(sep) if sep != " " else first.split())]
-    numeric = sum(_is_number(f) for f in fields)
-    # A header row has no numeric field; data rows have at least the ids or rating numeric
-    # unless every id is a string, in which case we look for role names.
-    role_names = sum(
-        f.lower() in _ROLES or f.lower() in ("userid", "itemid", "movieid") for f in fields
-    )
-    header = numeric == 0 and (role_names > 0 or len(fields) <= 1)
-    if sep == " ":
-        sep = r"\s+"
-    return sep, header
+
+    def fields(line: str) -> list[str]:
+        return [f.strip() for f in (line.split(sep) if sep != " " else line.split())]
+
+    head = fields(first)
+    names = {"userid", "itemid", "movieid", "user_id", "item_id", *_ROLES}
+    numeric_first = sum(_is_number(f) for f in head)
+    numeric_second = sum(_is_number(f) for f in fields(lines[1])) if len(lines) > 1 else 0
+    header = any(f.lower() in names for f in head) or (numeric_first == 0 and numeric_second > 0)
+    return (r"\s+" if sep == " " else sep), header
 
 
 def _is_number(text: str) -> bool:
@@ -225,6 +231,10 @@ def _read_delimited(
         ) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason})", path=str(path)) from None
+    if not header and columns is None:
+        # Header-less without names: the MovieLens convention user, item, rating, timestamp.
+        default = ["user", "item", "rating", "timestamp"]
+        frame.columns = [default[i] if i < 4 else f"column{i}" for i in range(frame.shape[1])]
     first_line = 2 if header else 1
     frame.index = np.arange(first_line, first_line + len(frame))
     frame = frame.dropna(how="all")

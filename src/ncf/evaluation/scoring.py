@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "DotProductScorer",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 _PAIRS = 1 << 22  # pairs per score_pairs call when building blocks from pairs
+_CACHE = 1 << 21  # gathered factor values per chunk in DotProductScorer (8 MiB)
 
 
 @runtime_checkable
@@ -170,17 +172,18 @@ class DotProductScorer:
         return int(self.item_factors.shape[0])
 
     def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        u = torch.as_tensor(np.asarray(users, dtype=np.int64))
-        i = torch.as_tensor(np.asarray(items, dtype=np.int64))
-        out = (self.user_factors[u] * self.item_factors[i]).sum(1)
-        out = self._add_bias(out, u, i)
-        return out.numpy()
+        return self.score_candidates(np.asarray(users), np.asarray(items)[:, None]).reshape(-1)
 
     def score_candidates(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         u = torch.as_tensor(np.asarray(users, dtype=np.int64))
         i = torch.as_tensor(np.asarray(items, dtype=np.int64))
-        out = torch.bmm(self.item_factors[i], self.user_factors[u].unsqueeze(2)).squeeze(2)
-        out = self._add_bias(out, u[:, None], i)
+        out = torch.empty(i.shape, dtype=torch.float32)
+        step = max(1, _CACHE // max(1, i.shape[1] * self.item_factors.shape[1]))
+        for s in range(0, u.shape[0], step):  # small chunks keep the gathered rows in cache
+            uu, ii = u[s : s + step], i[s : s + step]
+            vecs = F.embedding(ii, self.item_factors)
+            dots = torch.bmm(vecs, F.embedding(uu, self.user_factors).unsqueeze(2)).squeeze(2)
+            out[s : s + step] = self._add_bias(dots, uu[:, None], ii)
         return out.numpy()
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
