@@ -5,15 +5,13 @@ Ties. The rank of a held-out item is the number of negatives scored strictly hig
 draw in ``0..n_tied`` (``seed``). Ties never favour the held-out item by default.
 
 He et al.'s ``evaluate.py`` fills a dict ``{item: score}`` with the 99 negatives, then the
-positive, and takes ``heapq.nlargest(K, d, key=d.get)``. ``nlargest`` is documented to equal
-``sorted(d, key=d.get, reverse=True)[:K]``, a stable sort, so tied items keep dict order. On
-Python 3.7+ (insertion-ordered dicts) the positive, inserted last, loses every tie: that is
-``"pessimistic"``. The code was written for Python 2, whose dicts iterate in hash-slot order
-(roughly item id modulo table size), so there ties fell in an arbitrary but fixed order: neither
-side. Where the positive also appears among the negatives, the dict keeps one key with the
-positive's score, so the duplicate is dropped there too (98 negatives), as we do; on Python 3 that
-key keeps the negative's earlier slot, so on those rows the positive wins ties with negatives
-inserted after it.
+positive, and takes ``heapq.nlargest(K, d, key=d.get)``, which equals the stable
+``sorted(d, key=d.get, reverse=True)[:K]``: tied items keep dict order. On Python 3.7+ dicts keep
+insertion order, so the positive (inserted last) loses every tie: ``"pessimistic"``. The code was
+written for Python 2, whose dicts iterate in hash-slot order (about item id modulo table size):
+there ties fell in an arbitrary, fixed order. A positive that also appears among the negatives
+is a single dict key, so that duplicate is dropped there too (98 negatives), as here; on
+Python 3 the key keeps the negative's earlier slot, so the positive wins ties with later items.
 """
 
 from __future__ import annotations
@@ -82,21 +80,12 @@ def _rank(gt: np.ndarray, ge: np.ndarray | None, ties: str, rng: np.random.Gener
     return gt + rng.integers(0, ge - gt + 1)
 
 
-def _finish(
-    protocol: str,
-    k: int,
-    users: np.ndarray,
-    per_user: dict[str, np.ndarray],
-    extra: dict[str, float],
-    ci: bool,
-    seed: int,
-    notes: list[str],
-    n_dup: int = 0,
-) -> EvaluationResult:
+def _summary(
+    per_user: dict[str, np.ndarray], ci: bool, seed: int
+) -> tuple[dict[str, float], dict[str, tuple[float, float]] | None]:
     means = {name: float(np.mean(v)) if v.size else float("nan") for name, v in per_user.items()}
-    means.update(extra)
     intervals = {name: M.bootstrap_ci(v, seed=seed) for name, v in per_user.items()} if ci else None
-    return EvaluationResult(k, protocol, per_user, users, means, intervals, notes, n_dup)
+    return means, intervals
 
 
 def evaluate_sampled(
@@ -152,7 +141,8 @@ def evaluate_sampled(
     notes = [f"ties: {ties}"]
     if n_dup:
         notes.append(f"dropped {n_dup} candidate(s) equal to the user's held-out item")
-    return _finish("sampled", k, users, per_user, {}, ci, seed, notes, n_dup)
+    means, intervals = _summary(per_user, ci, seed)
+    return EvaluationResult(k, "sampled", per_user, users, means, intervals, notes, n_dup)
 
 
 def _binary_csr(m: Any, shape: tuple[int, int], name: str) -> sp.csr_matrix:
@@ -260,8 +250,9 @@ def evaluate_full(
         "AUC": np.bincount(rows, weights=auc_each, minlength=users.shape[0]) / np.maximum(n_rel, 1),
     }
     top = np.concatenate(tops) if tops else np.empty((0, kk), np.int32)
-    extra = {f"Coverage@{k}": M.coverage(top, n_items)}
-    return _finish("full", k, users, per_user, extra, ci, seed, notes)
+    means, intervals = _summary(per_user, ci, seed)
+    means[f"Coverage@{k}"] = M.coverage(top, n_items)
+    return EvaluationResult(k, "full", per_user, users, means, intervals, notes)
 
 
 def evaluate_labelled(
@@ -286,12 +277,9 @@ def evaluate_labelled(
         raise ValueError(
             f"users, items and labels differ in length: {users.shape}, {items.shape}, {y.shape}"
         )
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1")
-    if users.size == 0:
-        raise ValueError("no labelled rows to evaluate")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    if users.size == 0 or not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1, and at least one row is needed")
+    _check(1, "pessimistic", batch_size)
     loss, correct = 0.0, 0
     for start in range(0, users.shape[0], batch_size):
         sl = slice(start, start + batch_size)
