@@ -55,12 +55,15 @@ class Vocabulary:
 
     def index(self, raw: Any, *, missing: str = "raise") -> np.ndarray:
         """Map raw ids to indices; unknown ids raise UnknownIdError, or give -1 with "mask"."""
-        values = _normalise_ids(np.atleast_1d(np.asarray(raw)))
-        if self.is_integer and values.dtype.kind not in "iu":
-            values = _try_int(values)
-        elif not self.is_integer and values.dtype.kind in "iu":
-            values = values.astype(str).astype(object)
-        codes = self._index.get_indexer(values)
+        values = np.atleast_1d(np.asarray(raw, dtype=object))
+        if self.is_integer:
+            # Element-wise: integers (or integral strings) look up; anything else is unknown.
+            numeric = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+            ok = numeric.notna().to_numpy() & (numeric == numeric.round()).to_numpy()
+            lookup = np.where(ok, numeric.fillna(-1).to_numpy(), -1).astype(np.int64)
+            codes = np.where(ok, self._index.get_indexer(lookup), -1)
+        else:
+            codes = self._index.get_indexer(values.astype(str).astype(object))
         if missing == "raise" and (codes < 0).any():
             unknown = values[codes < 0][:5].tolist()
             raise UnknownIdError(f"unknown {self.name} id(s): {unknown}")
@@ -97,10 +100,3 @@ def _normalise_ids(values: np.ndarray) -> np.ndarray:
         except (TypeError, ValueError):
             pass
     return values.astype(str).astype(object)
-
-
-def _try_int(values: np.ndarray) -> np.ndarray:
-    try:
-        return values.astype(np.int64)
-    except (TypeError, ValueError):
-        return values

@@ -1,0 +1,329 @@
+"""``fit_model``: the training loop (shuffled tensor batches, no per-sample Python).
+
+Each epoch: build the shuffled (user, item, label) tensors once, slice them into batches,
+step the optimiser, clip non-negative embeddings, evaluate on validation, watch for collapse
+and slow learning, early-stop, checkpoint. Losses are accumulated in a tensor and checked for
+NaN/inf every few batches, so there is no per-batch ``.item()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ncf.data import Interactions
+from ncf.errors import TrainingDivergedError
+from ncf.models.base import RecModel
+from ncf.training import callbacks as cb
+from ncf.training.checkpoint import load_checkpoint, save_checkpoint
+from ncf.training.config import TrainConfig
+from ncf.training.data import DROPOUT, EpochData, ValidationSet, generator, probe_spread
+from ncf.training.optim import make_optimizers
+from ncf.training.schedules import LRSchedule
+
+log = logging.getLogger("ncf.training")
+_CHECK_EVERY = 256  # batches between NaN checks (and progress updates)
+
+
+@dataclass
+class FitResult:
+    """What training produced: the model with its best weights restored, and how it went."""
+
+    model: RecModel
+    history: list[dict[str, Any]]
+    best_epoch: int
+    stopped_reason: str
+    train_seconds: float
+    samples_per_s: float
+    flags: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def save_history(self, path: str | Path) -> None:
+        """History as JSON (``.json``) or CSV (anything else)."""
+        from ncf.training.history import save_history
+
+        save_history(self.history, path)
+
+
+def _train_epoch(
+    model: RecModel,
+    opts: list,
+    data: tuple,
+    config: TrainConfig,
+    epoch: int,
+    progress: cb.ProgressDisplay,
+) -> tuple[float, int, float]:
+    """One pass over the epoch's rows; returns (mean loss, rows seen, seconds)."""
+    users, items, labels = data
+    bs, n = config.batch_size, len(users)
+    n_batches = math.ceil(n / bs)
+    if config.max_batches is not None:
+        n_batches = min(n_batches, config.max_batches)
+    losses = torch.zeros(n_batches)
+    l2_batch = config.l2 if config.l2_scope == "batch" else 0.0
+    l2_table = 2.0 * config.l2 if config.l2_scope == "table" else 0.0
+    tables = [e.weight for e in model.embeddings()] if l2_table else []
+    constrain = model.nonneg
+    model.train()
+    model.set_generator(generator(config.seed, epoch, DROPOUT))
+    progress.start_epoch(epoch, n_batches)
+    start = time.perf_counter()
+    for b in range(n_batches):
+        s = b * bs
+        ub, ib, yb = users[s : s + bs], items[s : s + bs], labels[s : s + bs]
+        bce = F.binary_cross_entropy_with_logits(model(ub, ib), yb)
+        loss = bce + (l2_batch / len(ub)) * model.l2_batch(ub, ib) if l2_batch else bce
+        for opt in opts:
+            opt.zero_grad(set_to_none=False)
+        loss.backward()
+        for w in tables:
+            w.grad.add_(w.detach(), alpha=l2_table)
+        for opt in opts:
+            opt.step()
+        if constrain:
+            model.apply_constraints()
+        losses[b] = bce.detach()
+        if (b + 1) % _CHECK_EVERY == 0 or b + 1 == n_batches:
+            _check_finite(losses, b, epoch)
+            rows = min(n, (b + 1) * bs)
+            progress.advance(
+                b + 1, float(losses[: b + 1].mean()), rows / max(time.perf_counter() - start, 1e-9)
+            )
+    seconds = time.perf_counter() - start
+    return float(losses.mean()), min(n, n_batches * bs), seconds
+
+
+def _check_finite(losses: torch.Tensor, upto: int, epoch: int) -> None:
+    window = losses[max(0, upto + 1 - _CHECK_EVERY) : upto + 1]
+    bad = (~torch.isfinite(window)).nonzero()
+    if len(bad):
+        batch = max(0, upto + 1 - _CHECK_EVERY) + int(bad[0, 0])
+        raise TrainingDivergedError(
+            f"loss became {float(losses[batch])} at epoch {epoch}, batch {batch + 1}; "
+            "try a lower learning_rate, a smaller l2 or another optimizer"
+        )
+
+
+def fit_model(
+    model: RecModel,
+    train: Interactions,
+    config: TrainConfig,
+    validation: Interactions | None = None,
+    callbacks: list | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train`` (positives + sampled negatives, or given labelled rows).
+
+    ``validation`` (carved from training, never the test set) drives early stopping, the
+    plateau schedule and the collapse / slow-learning checks.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if (model.n_users, model.n_items) != train.shape:
+        raise ValueError(
+            f"model is sized {(model.n_users, model.n_items)} but the training "
+            f"data has shape {train.shape}"
+        )
+    if config.pretrain and model.kind == "neumf":
+        from ncf.training.pretrain import fit_neumf_pretrained
+
+        gmf_hp, mlp_hp = model.component_params()
+        return fit_neumf_pretrained(
+            train,
+            config.replace(pretrain=False),
+            validation,
+            gmf_hp,
+            mlp_hp,
+            alpha=config.pretrain_alpha,
+            model=model,
+            callbacks=callbacks,
+        )
+    if config.l2_scope == "table" and config.l2 and model.sparse:
+        raise ValueError("l2_scope='table' would make sparse gradients dense; use 'batch'")
+    callbacks = list(callbacks or [])
+    messages: list[str] = []
+    data = EpochData(train, config)
+    val = ValidationSet(train, validation, config) if validation is not None else None
+    monitor = config.early_stopping if val is not None else None
+    if config.early_stopping and val is None:
+        messages.append("no validation data: early stopping is off and all epochs run")
+    opts = make_optimizers(model, config)
+    schedule = LRSchedule(config, maximise=monitor != "loss")
+    stopper = cb.EarlyStopping(monitor, config.patience, config.min_delta)
+    entropy = cb.label_entropy(data.positive_fraction)
+    history: list[dict[str, Any]] = []
+    state: dict[str, Any] = {
+        "flags": [],
+        "collapsed_run": 0,
+        "train_seconds": 0.0,
+        "rows": 0,
+        "stopped_reason": None,
+    }
+    first_epoch = 1
+    if config.resume:
+        loaded = load_checkpoint(config.checkpoint_dir)
+        if loaded is not None:
+            first_epoch = _restore(loaded, model, opts, schedule, stopper, state, history) + 1
+    progress = cb.ProgressDisplay(config.verbose, config.epochs)
+
+    def say(text: str) -> None:
+        messages.append(text)
+        log.warning(text)
+        progress.message(text)
+
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            if state["stopped_reason"]:
+                break
+            lr = schedule.apply(opts, epoch)
+            loss, rows, seconds = _train_epoch(
+                model, opts, data.epoch(epoch), config, epoch, progress
+            )
+            state["train_seconds"] += seconds
+            state["rows"] += rows
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "loss": loss,
+                "lr": lr,
+                "seconds": seconds,
+                "samples_per_s": rows / seconds,
+                "flags": [],
+            }
+            metrics = val.evaluate(model) if val is not None else None
+            if metrics is not None:
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                spread = metrics["score_spread"]
+            else:
+                spread = probe_spread(model, train, config.seed)
+                record["score_spread"] = spread
+            _watch(record, epoch, spread, loss, entropy, val, config, state, say)
+            value = None if metrics is None or monitor is None else metrics[monitor]
+            if stopper.update(epoch, value, model) and not state["stopped_reason"]:
+                state["stopped_reason"] = (
+                    f"early stopping: no {monitor} improvement > "
+                    f"{config.min_delta} in {config.patience} epochs"
+                )
+            schedule.observe(value if value is not None else loss)
+            history.append(record)
+            progress.end_epoch(record)
+            for c in callbacks:
+                hook = getattr(c, "on_epoch_end", None)
+                if hook is not None and hook(record, model) and not state["stopped_reason"]:
+                    state["stopped_reason"] = f"stopped by callback {type(c).__name__}"
+            if config.checkpoint_dir is not None:
+                _save(config, epoch, model, opts, schedule, stopper, state, history)
+    finally:
+        progress.close()
+    stopper.restore(model)
+    model.eval()
+    secs = state["train_seconds"]
+    result = FitResult(
+        model,
+        history,
+        stopper.best_epoch or len(history),
+        state["stopped_reason"] or "max epochs reached",
+        secs,
+        state["rows"] / secs if secs else 0.0,
+        list(state["flags"]),
+        messages,
+    )
+    for c in callbacks:
+        if getattr(c, "on_train_end", None) is not None:
+            c.on_train_end(result)
+    return result
+
+
+def _watch(
+    record: dict,
+    epoch: int,
+    spread: float,
+    loss: float,
+    entropy: float,
+    val: ValidationSet | None,
+    config: TrainConfig,
+    state: dict,
+    say: Any,
+) -> None:
+    """Collapse and slow-learning checks; sets flags, messages and possibly a stop reason."""
+    if cb.is_collapsed(spread, loss, entropy):
+        record["flags"].append("collapsed")
+        state["collapsed_run"] += 1
+        if "collapsed" not in state["flags"]:
+            state["flags"].append("collapsed")
+            say(
+                f"epoch {epoch}: scores are (nearly) constant across items (spread "
+                f"{spread:.2e}, loss {loss:.4f} vs label entropy {entropy:.4f}): the model "
+                "has collapsed to a constant scorer; try another seed, init or learning_rate"
+            )
+        if config.collapse_action == "stop" and state["collapsed_run"] >= cb.COLLAPSE_EPOCHS:
+            state["stopped_reason"] = f"collapsed for {cb.COLLAPSE_EPOCHS} epochs"
+    else:
+        state["collapsed_run"] = 0
+    if val is not None and epoch == min(2, config.epochs):
+        hr = record["val_HR@10"]
+        if cb.within_noise_of_random(hr, 10, val.n_candidates, len(val.users)):
+            record["flags"].append("slow-learning")
+            if "slow-learning" not in state["flags"]:
+                state["flags"].append("slow-learning")
+                rand = cb.random_hit_rate(10, val.n_candidates)
+                say(
+                    f"validation HR@10 is {hr:.3f} after epoch {epoch}, within noise of random "
+                    f"ranking ({rand:.3f}): this recipe learns very slowly; try preset "
+                    "'seed-mlp-tuned' or a larger learning_rate"
+                )
+
+
+def _save(
+    config: TrainConfig,
+    epoch: int,
+    model: RecModel,
+    opts: list,
+    schedule: LRSchedule,
+    stopper: cb.EarlyStopping,
+    state: dict,
+    history: list,
+) -> None:
+    tensors = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizers": [o.state_dict() for o in opts],
+        "best": stopper.best_state,
+    }
+    payload = {
+        "epoch": epoch,
+        "history": history,
+        "schedule": schedule.state_dict(),
+        "stopper": stopper.state_dict(),
+        "state": state,
+        "config": config.to_dict(),
+    }
+    save_checkpoint(config.checkpoint_dir, tensors, payload)
+
+
+def _restore(
+    loaded: tuple,
+    model: RecModel,
+    opts: list,
+    schedule: LRSchedule,
+    stopper: cb.EarlyStopping,
+    state: dict,
+    history: list,
+) -> int:
+    tensors, saved = loaded
+    model.load_state_dict(tensors["model"])
+    for opt, sd in zip(opts, tensors["optimizers"], strict=True):
+        opt.load_state_dict(sd)
+    schedule.load_state_dict(saved["schedule"])
+    stopper.load_state_dict(saved["stopper"], tensors["best"])
+    state.update(saved["state"])
+    history.extend(saved["history"])
+    return int(saved["epoch"])
+
+
+__all__ = ["FitResult", "fit_model"]
