@@ -256,9 +256,9 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model, evaluate it on a held-out split, and write the model and a report."""
+    from ncf.models.presets import resolve
     from ncf.report import write_report
 
-    data, titles = load_data(dataset, fmt, sep, user_col, item_col, timestamp_col)
     name, params = collect_params(
         config,
         model,
@@ -272,6 +272,8 @@ def train(
         optimizer=optimizer,
         seed=seed,
     )
+    resolve(name, **params)  # a bad name or parameter fails before any data is read
+    data, titles = load_data(dataset, fmt, sep, user_col, item_col, timestamp_col)
     err.print(f"training {name} on {dataset}: {data}")
     rec, _, metrics = train_and_evaluate(
         data, name, params, seed=seed, ci=ci, verbose=not quiet and not as_json

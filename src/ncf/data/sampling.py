@@ -135,11 +135,14 @@ class NegativeSampler:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``n_negatives`` negatives for each positive's user.
 
-        Returns int32 ``(neg_users, neg_items)`` with ``len(users) * n_negatives`` entries, where
-        entry ``j * len(users) + i`` belongs to positive ``i`` (all first negatives, then all
-        second negatives, ...), which keeps memory access sequential.
+        Returns int32 ``(neg_users, neg_items)``: all first negatives, then all second
+        negatives, ..., which keeps memory access sequential. Positives of users who have
+        interacted with every item cannot have negatives and are left out.
         """
         users = np.asarray(users, np.int32)
+        saturated = self.degree >= self.n_items
+        if saturated.any():
+            users = users[~saturated[users]]
         rng = _as_rng(seed)
         n = len(users)
         neg_items = np.empty(n * n_negatives, np.int32)
@@ -152,11 +155,19 @@ class NegativeSampler:
         users: np.ndarray,
         n_candidates: int = 99,
         seed: int | np.random.Generator | None = None,
+        *,
+        cap: bool = False,
     ) -> np.ndarray:
-        """``n_candidates`` distinct negatives per user: an int64 array (len(users), N)."""
+        """``n_candidates`` distinct negatives per user: an int64 array (len(users), N).
+
+        With ``cap``, N is lowered to the fewest non-interacted items any of these users has
+        (small catalogues); otherwise that case raises SplitError.
+        """
         users = np.asarray(users, np.int64)
         rng = _as_rng(seed)
         free = self.n_items - self.degree[users]
+        if cap and len(users):
+            n_candidates = max(1, min(n_candidates, int(free.min())))
         if len(users) and free.min() < n_candidates:
             bad = users[np.argmin(free)]
             raise SplitError(

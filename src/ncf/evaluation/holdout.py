@@ -34,12 +34,14 @@ class PopularityScorer:
 
 
 def heldout_candidates(split: Split, n_candidates: int = 99, seed: int = 0) -> np.ndarray:
-    """N negatives per test row, excluding every known positive (train, validation, test)."""
+    """N negatives per test row, excluding every known positive (train, validation, test).
+
+    N is lowered when a user has fewer than N items left (a small catalogue)."""
     known = split.train.csr + split.test.csr
     if split.validation is not None:
         known = known + split.validation.csr
     return NegativeSampler(sp.csr_matrix(known)).sample_candidates(
-        split.test.users, n_candidates, seed
+        split.test.users, n_candidates, seed, cap=True
     )
 
 
@@ -63,6 +65,11 @@ def evaluate_split(
         results["sampled"] = evaluate_sampled(
             scorer, test.users, test.items, candidates, k=k, ties=ties, seed=seed, ci=ci
         )
+        if candidates.shape[1] < n_candidates:
+            results["sampled"].notes.append(
+                f"only {candidates.shape[1]} negatives per user: the catalogue is too small "
+                f"for {n_candidates}"
+            )
     results["full"] = evaluate_full(
         scorer, test.csr, split.known(), n_items=test.n_items, k=k, ties=ties, ci=ci
     )

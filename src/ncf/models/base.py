@@ -35,6 +35,13 @@ def check_layers(layers: Any, name: str = "layers") -> list[int]:
     return out
 
 
+def lookup(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` of ``emb``. Dense tables use ``index_select``, whose backward (an
+    ``index_add``) is several times faster on CPU than ``embedding``'s sort-based one for
+    small embedding sizes; sparse tables keep ``embedding`` for sparse gradients."""
+    return emb(idx) if emb.sparse else emb.weight.index_select(0, idx)
+
+
 class RecModel(nn.Module):
     """Base class: construction from hyper-parameters, regularisation hooks, fast scoring."""
 
@@ -95,7 +102,7 @@ class RecModel(nn.Module):
         """Sum of squares of the embedding rows used by this batch (one term per occurrence)."""
         total = None
         for emb, side in self.embedding_pairs():
-            rows = emb(users if side == "user" else items)
+            rows = lookup(emb, users if side == "user" else items)
             term = rows.pow(2).sum()
             total = term if total is None else total + term
         return total

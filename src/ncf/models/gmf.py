@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncf.models.base import RecModel, check_positive_int
+from ncf.models.base import RecModel, check_positive_int, lookup
 from ncf.models.init import check_initialiser, initialise, make_generator
 
 
@@ -56,7 +56,7 @@ class GMF(RecModel):
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The predictive factors fed to the output layer (used by NeuMF)."""
-        return self.user_embedding(users) * self.item_embedding(items)
+        return lookup(self.user_embedding, users) * lookup(self.item_embedding, items)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.output(self.features(users, items)).squeeze(1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncf.models.base import RecModel, check_positive_int
+from ncf.models.base import RecModel, check_positive_int, lookup
 from ncf.models.init import make_generator
 
 
@@ -67,10 +67,11 @@ class MF(RecModel):
         return [(self.user_factors, "user"), (self.item_factors, "item")]
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        dot = (self.user_factors(users) * self.item_factors(items)).sum(1)
+        dot = (lookup(self.user_factors, users) * lookup(self.item_factors, items)).sum(1)
         if not self.use_bias:
             return dot
-        return dot + (self.user_bias(users) + self.item_bias(items)).squeeze(1) + self.global_bias
+        bias = lookup(self.user_bias, users) + lookup(self.item_bias, items)
+        return dot + bias.squeeze(1) + self.global_bias
 
     def user_item_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """U = [p_u, b_u + b, 1], V = [q_i, 1, b_i]: ``U @ V.T`` equals the logits."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncf.models.base import RecModel, Tower, check_layers, check_positive_int
+from ncf.models.base import RecModel, Tower, check_layers, check_positive_int, lookup
 from ncf.models.init import check_initialiser, initialise, make_generator
 
 _SCORE_PAIRS = 1 << 20  # (user, item) pairs per chunk in score_users
@@ -81,7 +81,7 @@ class MLP(RecModel):
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The last hidden layer's output (used by NeuMF)."""
-        x = torch.cat([self.user_embedding(users), self.item_embedding(items)], 1)
+        x = torch.cat([lookup(self.user_embedding, users), lookup(self.item_embedding, items)], 1)
         return self.tower(x)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncf.models.base import RecModel, Tower, check_layers, check_positive_int
+from ncf.models.base import RecModel, Tower, check_layers, check_positive_int, lookup
 from ncf.models.gmf import GMF
 from ncf.models.init import check_initialiser, initialise, make_generator
 from ncf.models.mlp import MLP
@@ -93,8 +93,8 @@ class NeuMF(RecModel):
         ]
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        g = self.gmf_user(users) * self.gmf_item(items)
-        m = self.tower(torch.cat([self.mlp_user(users), self.mlp_item(items)], 1))
+        g = lookup(self.gmf_user, users) * lookup(self.gmf_item, items)
+        m = self.tower(torch.cat([lookup(self.mlp_user, users), lookup(self.mlp_item, items)], 1))
         return self.output(torch.cat([g, m], 1)).squeeze(1)
 
     def score_users(self, users: object) -> torch.Tensor:

@@ -30,10 +30,11 @@ class TrainConfig:
         negatives: sampled negatives per positive (positive-only data).
         resample_negatives: draw fresh negatives every epoch (True) or once (the seed recipe).
         sampling_alpha: 0 = uniform negatives; > 0 = popularity ** alpha.
-        l2: L2 penalty on embeddings, added to the loss as ``l2 * sum(w ** 2)``.
-        l2_scope: "batch" penalises the embedding rows used by each batch (once per
-            occurrence, as the NCF code); "table" penalises whole tables every step (Keras'
-            ``embeddings_regularizer``), applied as the gradient ``2 * l2 * w``.
+        l2: L2 penalty on embeddings (its gradient is added; the logged loss excludes it).
+        l2_scope: "batch": ``l2 * sum(rows ** 2) / batch_size`` over the embedding rows the
+            batch uses (once per occurrence: a per-example penalty, independent of batch
+            size); "table": ``l2 * sum(W ** 2)`` over whole tables every step (Keras'
+            ``embeddings_regularizer``, as the seed recipe).
         weight_decay: the optimiser's weight decay on all parameters (decoupled for AdamW).
         scheduler: None, "plateau" (on the early-stopping metric, else training loss), "step"
             (``step_size``, ``gamma``) or "cosine" (to 0 at ``epochs``); per epoch.

@@ -67,9 +67,14 @@ def _train_epoch(
     if config.max_batches is not None:
         n_batches = min(n_batches, config.max_batches)
     losses = torch.zeros(n_batches)
-    l2_batch = config.l2 if config.l2_scope == "batch" else 0.0
-    l2_table = 2.0 * config.l2 if config.l2_scope == "table" else 0.0
-    tables = [e.weight for e in model.embeddings()] if l2_table else []
+    # L2 on embeddings. Dense gradients get the penalty's exact gradient added directly
+    # (2 * l2 / B per occurrence of a row in the batch, or 2 * l2 * W for whole tables);
+    # sparse tables go through autograd so their gradients stay sparse.
+    l2 = config.l2
+    by_rows = [(e.weight, side) for e, side in model.embedding_pairs()] if l2 else []
+    autograd_l2 = l2 if (l2 and config.l2_scope == "batch" and model.sparse) else 0.0
+    grad_rows = by_rows if (config.l2_scope == "batch" and not model.sparse) else []
+    tables = [w for w, _ in by_rows] if config.l2_scope == "table" else []
     constrain = model.nonneg
     model.train()
     model.set_generator(generator(config.seed, epoch, DROPOUT))
@@ -79,12 +84,15 @@ def _train_epoch(
         s = b * bs
         ub, ib, yb = users[s : s + bs], items[s : s + bs], labels[s : s + bs]
         bce = F.binary_cross_entropy_with_logits(model(ub, ib), yb)
-        loss = bce + (l2_batch / len(ub)) * model.l2_batch(ub, ib) if l2_batch else bce
+        loss = bce + (autograd_l2 / len(ub)) * model.l2_batch(ub, ib) if autograd_l2 else bce
         for opt in opts:
             opt.zero_grad(set_to_none=False)
         loss.backward()
         for w in tables:
-            w.grad.add_(w.detach(), alpha=l2_table)
+            w.grad.add_(w.detach(), alpha=2.0 * l2)
+        for w, side in grad_rows:
+            idx = ub if side == "user" else ib
+            w.grad.index_add_(0, idx, w.detach().index_select(0, idx), alpha=2.0 * l2 / len(idx))
         for opt in opts:
             opt.step()
         if constrain:
