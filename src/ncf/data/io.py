@@ -6,6 +6,7 @@ Every reader returns an `Interactions` (or, for `.negative` files, arrays) and r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -244,8 +245,14 @@ def _read_delimited(
                 f"{len(columns)} column names given for {frame.shape[1]} columns", path=str(path)
             )
         frame.columns = list(columns)
-    if header and frame.columns.duplicated().any():
-        dup = frame.columns[frame.columns.duplicated()][0]
+    names = [str(c) for c in frame.columns]
+    mangled = [n for n in names if re.fullmatch(r"(.+)\.\d+", n) and n.rsplit(".", 1)[0] in names]
+    if header and (frame.columns.duplicated().any() or mangled):
+        dup = (
+            mangled[0].rsplit(".", 1)[0]
+            if mangled
+            else frame.columns[frame.columns.duplicated()][0]
+        )
         raise DataError(f"duplicate column name {dup!r} in the header", path=str(path), line=1)
     if len(frame) == 0:
         raise DataError("the file has no data rows", path=str(path))
@@ -333,17 +340,30 @@ def _check_numeric(frame: pd.DataFrame, path: str, line_offset: int) -> None:
                 field=role,
             )
         if col.dtype == object or pd.api.types.is_string_dtype(col):
-            stripped = col.str.strip()
-            numeric = pd.to_numeric(stripped, errors="coerce")
-            if numeric.notna().all() and (numeric == np.round(numeric)).all():
-                frame[role] = numeric.astype(np.int64)
-            else:
-                frame[role] = stripped
+            stripped = col.astype(str).str.strip()
+            empty = (stripped == "").to_numpy()
+            if empty.any():
+                pos = int(np.flatnonzero(empty)[0])
+                raise DataError(
+                    "empty id", path=path, line=int(frame.index[pos]) + line_offset, field=role
+                )
+            frame[role] = _integer_ids(stripped)
+
+
+def _integer_ids(text: pd.Series) -> pd.Series:
+    """int64 ids when every value is a canonical int64 literal ("7", "-3"), else the strings.
+
+    "007", "7.0" or values beyond int64 stay strings, so distinct raw ids never merge.
+    """
+    numeric = pd.to_numeric(text, errors="coerce")
+    if numeric.isna().any() or numeric.dtype.kind != "i":
+        return text
+    if not (numeric.astype(str) == text).all():
+        return text
+    return numeric.astype(np.int64)
 
 
 def _parser_error_line(message: str) -> int | None:
-    import re
-
     match = re.search(r"line (\d+)", message)
     return int(match.group(1)) if match else None
 
