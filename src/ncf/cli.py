@@ -486,6 +486,45 @@ def compare(
     _print_metrics_table(f"compare on {dataset}", rows)
 
 
+@app.command()
+def serve(
+    model_dir: ModelDir,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NCF_ADMIN_KEY",
+            help="Key for /admin/* (header X-API-Key); without it admin is loopback-only.",
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (hot reload: use 1).")] = 1,
+    max_batch: Annotated[int, typer.Option(help="Most users in one POST /recommend.")] = 256,
+    cache_mb: Annotated[
+        int, typer.Option(help="Largest per-user top-k cache for MLP/NeuMF, in MiB.")
+    ] = 512,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve a model over HTTP (FastAPI + uvicorn); see the README's "Serving" section."""
+    from ncf.serve import run
+
+    if workers < 1 or max_batch < 1 or cache_mb < 0:
+        raise typer.BadParameter("--workers and --max-batch must be >= 1, --cache-mb >= 0")
+    if not model_dir.is_dir():
+        raise typer.BadParameter(f"{model_dir}: not a model directory")
+    err.print(f"serving {model_dir} on http://{host}:{port} (docs at /docs)")
+    run(
+        model_dir,
+        host=host,
+        port=port,
+        admin_key=admin_key or None,
+        workers=workers,
+        max_batch=max_batch,
+        cache_max_bytes=cache_mb * 2**20,
+        access_log=access_log,
+    )
+
+
 # ---------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors unless ``--debug``."""

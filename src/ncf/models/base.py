@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from ncf.models.init import check_initialiser, initialise
 
@@ -33,6 +34,16 @@ def check_layers(layers: Any, name: str = "layers") -> list[int]:
     if not out or any(w < 1 for w in out) or any(int(w) != w for w in layers):
         raise ValueError(f"{name} must be a non-empty list of positive integers, got {layers!r}")
     return out
+
+
+def linear(n_in: int, n_out: int) -> nn.Linear:
+    """An ``nn.Linear`` built without drawing from torch's global RNG (we initialise it)."""
+    return skip_init(nn.Linear, n_in, n_out)
+
+
+def embedding(rows: int, dim: int, sparse: bool = False) -> nn.Embedding:
+    """An ``nn.Embedding`` built without drawing from torch's global RNG (we initialise it)."""
+    return skip_init(nn.Embedding, rows, dim, sparse=sparse)
 
 
 def lookup(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
@@ -76,7 +87,7 @@ class RecModel(nn.Module):
     def _embedding(
         self, rows: int, dim: int, init: str, gen: torch.Generator, std: float, scale: float
     ) -> nn.Embedding:
-        emb = nn.Embedding(rows, dim, sparse=self.sparse)
+        emb = embedding(rows, dim, sparse=self.sparse)
         initialise(
             emb.weight,
             check_initialiser(init, "embedding init"),
@@ -204,7 +215,7 @@ class Tower(nn.Module):
         self.bn_before = bn_position == "before"
         dims = [in_dim, *layers]
         for k in range(len(layers)):
-            lin = nn.Linear(dims[k], dims[k + 1])
+            lin = linear(dims[k], dims[k + 1])
             initialise(lin.weight, init, gen)
             if init == "torch_default":
                 initialise(lin.bias, "torch_default", gen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncf.models.base import RecModel, check_positive_int, lookup
+from ncf.models.base import RecModel, check_positive_int, linear, lookup
 from ncf.models.init import check_initialiser, initialise, make_generator
 
 
@@ -47,7 +47,7 @@ class GMF(RecModel):
         gen = make_generator(seed)
         self.user_embedding = self._embedding(n_users, factors, init, gen, init_std, init_scale)
         self.item_embedding = self._embedding(n_items, factors, init, gen, init_std, init_scale)
-        self.output = nn.Linear(factors, 1)
+        self.output = linear(factors, 1)
         initialise(self.output.weight, output_init, gen)
         nn.init.zeros_(self.output.bias)
 

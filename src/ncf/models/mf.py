@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncf.models.base import RecModel, check_positive_int, lookup
+from ncf.models.base import RecModel, check_positive_int, embedding, lookup
 from ncf.models.init import make_generator
 
 
@@ -51,8 +51,8 @@ class MF(RecModel):
         self.user_factors = self._embedding(n_users, factors, init, gen, init_std, init_scale)
         self.item_factors = self._embedding(n_items, factors, init, gen, init_std, init_scale)
         self.use_bias = bool(use_bias)
-        self.user_bias = nn.Embedding(n_users, 1, sparse=self.sparse)
-        self.item_bias = nn.Embedding(n_items, 1, sparse=self.sparse)
+        self.user_bias = embedding(n_users, 1, sparse=self.sparse)
+        self.item_bias = embedding(n_items, 1, sparse=self.sparse)
         nn.init.zeros_(self.user_bias.weight)
         nn.init.zeros_(self.item_bias.weight)
         self.global_bias = nn.Parameter(torch.zeros(1))

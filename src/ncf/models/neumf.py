@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncf.models.base import RecModel, Tower, check_layers, check_positive_int, lookup
+from ncf.models.base import RecModel, Tower, check_layers, check_positive_int, linear, lookup
 from ncf.models.gmf import GMF
 from ncf.models.init import check_initialiser, initialise, make_generator
 from ncf.models.mlp import MLP
@@ -80,7 +80,7 @@ class NeuMF(RecModel):
             bn_position=bn_position,
             init=hidden_init,
         )
-        self.output = nn.Linear(factors + self.tower.out_dim, 1)
+        self.output = linear(factors + self.tower.out_dim, 1)
         initialise(self.output.weight, output_init, gen)
         nn.init.zeros_(self.output.bias)
 
