@@ -30,7 +30,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect and split interaction data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 err = Console(stderr=True, soft_wrap=True)
-out = Console()
+out = Console(width=max(120, Console().width))  # tables stay readable when piped
 _STATE = {"debug": False}
 
 DatasetArg = Annotated[str, typer.Argument(help="Dataset name (ml-100k, ...) or file path.")]
