@@ -157,3 +157,18 @@ def test_mlp_default_init_does_not_collapse_across_seeds(problem):
         res = _fit("mlp", split, seed=seed, epochs=4)
         assert "collapsed" not in res.flags, seed
         assert res.history[-1]["val_score_spread"] > 0.05, seed
+
+
+@pytest.mark.slow
+def test_quality_floor_on_ml100k(data_dir):
+    from ncf.data import load_dataset
+
+    data = load_dataset("ml-100k").interactions
+    split = train_validation_test(data, seed=0)
+    known = split.train.csr + split.validation.csr + split.test.csr
+    cands = NegativeSampler(known).sample_candidates(split.test.users, 99, seed=1)
+    kind, mp, tp = resolve("gmf", verbose=False, epochs=12)
+    model = build_model(kind, *data.shape, **mp)
+    res = fit_model(model, split.train, TrainConfig(**tp), split.validation)
+    hr = evaluate_sampled(ModelScorer(res.model), split.test.users, split.test.items, cands)
+    assert hr.means["HR@10"] >= 0.60, hr.means

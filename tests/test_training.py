@@ -340,3 +340,12 @@ def test_fast_mlp_step_matches_autograd(bn_position):
     for a, b in zip(ref.buffers(), fast_model.buffers(), strict=True):
         torch.testing.assert_close(b, a)
     packed.unpack()
+
+
+def test_verbose_progress_and_size_mismatch(split, capsys):
+    res = fit_model(
+        GMF(*split.train.shape), split.train, quick(epochs=1, verbose=True), split.validation
+    )
+    assert "epoch 1" in capsys.readouterr().err and len(res.history) == 1
+    with pytest.raises(ValueError, match="sized"):
+        fit_model(GMF(3, 3), split.train, quick())

@@ -464,9 +464,26 @@ def compare(
     epochs: Annotated[int | None, typer.Option(help="Cap epochs for every model.")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="key=value for all.")] = None,
     seed: SeedOpt = 0,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines/--no-baselines",
+            help="Add implicit's ALS and BPR, tuned on validation (needs ncf[baselines]).",
+        ),
+    ] = True,
+    baseline_trials: Annotated[
+        int, typer.Option(help="Optuna trials for each of ALS and BPR.")
+    ] = 20,
+    baseline_timeout: Annotated[
+        float | None, typer.Option(help="Seconds of search for each of ALS and BPR.")
+    ] = 300.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train several models on one split and print one table (popularity included)."""
+    """Train several models on one split and print one table (popularity included).
+
+    With ``--baselines`` (default, when ``ncf[baselines]`` is installed), implicit's ALS and
+    BPR are tuned on the validation split (same protocol, Optuna) and evaluated on test once.
+    """
     from ncf.data import train_validation_test
     from ncf.evaluation.holdout import PopularityScorer, evaluate_split, flat_metrics
 
@@ -480,6 +497,8 @@ def compare(
         _, _, metrics = train_and_evaluate(data, name, params, seed=seed, verbose=False)
         metrics.pop("evaluation")
         rows.append(metrics)
+    if baselines:
+        rows += _baseline_rows(split, seed, baseline_trials, baseline_timeout)
     if as_json:
         _emit_json({"dataset": dataset, "rows": rows})
         return
@@ -523,6 +542,174 @@ def serve(
         cache_max_bytes=cache_mb * 2**20,
         access_log=access_log,
     )
+
+
+def _baseline_rows(
+    split: Any, seed: int, n_trials: int, timeout: float | None
+) -> list[dict[str, Any]]:
+    """Rows for ALS and BPR tuned on validation; none (with a note) without implicit."""
+    from ncf.baselines import BASELINES, INSTALL_HINT, implicit_available, tune_baseline
+    from ncf.evaluation.holdout import evaluate_split, flat_metrics
+
+    if not implicit_available():
+        err.print(f"note: skipping ALS and BPR: {INSTALL_HINT}")
+        return []
+    _quiet_optuna()
+    rows = []
+    for algorithm in BASELINES:
+        err.print(f"tuning {algorithm} (implicit) on validation: {n_trials} trials ...")
+        model, study = tune_baseline(
+            algorithm,
+            split.train,
+            split.validation,
+            n_trials=n_trials,
+            timeout=timeout,
+            seed=seed,
+        )
+        rows.append(
+            {
+                "model": f"{algorithm} (tuned)",
+                **flat_metrics(evaluate_split(model, split, seed=seed)),
+                "train_seconds": float(model.train_seconds_),
+                "validation": model.validation_,
+                "params": model.params(),
+                "trials": len(study.trials),
+            }
+        )
+    return rows
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every trial at INFO; the CLI prints its own one-line progress instead."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@app.command()
+def tune(
+    dataset: DatasetArg = "ml-100k",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model kind or preset.")] = "neumf",
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Finished trials wanted.")] = 20,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting new trials after this many seconds.")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="Validation metric: HR@10 or NDCG@10.")] = "HR@10",
+    max_epochs: Annotated[int, typer.Option(help="Epoch cap; early stopping decides.")] = 40,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 5,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML of fixed parameters the search starts from.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="A fixed parameter as key=value.")
+    ] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/tune"),
+    study_name: Annotated[
+        str | None, typer.Option(help="Study name in study.db (default: model-metric).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+    ] = None,
+    seed: SeedOpt = 0,
+    fmt: FormatOpt = "auto",
+    sep: SepOpt = None,
+    user_col: UserColOpt = "user",
+    item_col: ItemColOpt = "item",
+    timestamp_col: TimeColOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search hyper-parameters on the validation split (Optuna TPE + median pruning).
+
+    Writes into --out: best.toml (for `ncf train --config`), trials.csv,
+    optimization_history.png, param_importances.png, study.db (rerun the same command to
+    resume an interrupted search) and tune.json (validation score, and test metrics of the
+    chosen configuration, evaluated once).
+    """
+    from ncf.data import train_validation_test
+    from ncf.models.presets import resolve
+    from ncf.tuning import METRICS, write_report
+    from ncf.tuning import tune as run_tune
+
+    if metric not in METRICS:
+        raise typer.BadParameter(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if trials < 1 or max_epochs < 1 or patience < 0 or (threads is not None and threads < 1):
+        raise typer.BadParameter(
+            "--trials, --max-epochs and --threads must be >= 1, --patience >= 0"
+        )
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    name, base = collect_params(config, model, sets)
+    for key in ("seed", "epochs", "early_stopping", "patience"):
+        base.pop(key, None)  # set by the search itself
+    resolve(name, **base)  # a bad name or parameter fails before any data is read
+    data, _ = load_data(dataset, fmt, sep, user_col, item_col, timestamp_col)
+    split = train_validation_test(data, seed=seed)
+    output.mkdir(parents=True, exist_ok=True)
+    err.print(f"tuning {name} on {dataset}: {data}; study in {output / 'study.db'}")
+    _quiet_optuna()
+
+    def progress(study: Any, trial: Any) -> None:
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        try:
+            best = f"{study.best_value:.4f} (#{study.best_trial.number})"
+        except ValueError:
+            best = "-"
+        epochs = trial.user_attrs.get("epochs_run", "-")
+        err.print(
+            f"trial {trial.number}: {trial.state.name.lower()} {metric}={value} "
+            f"epochs={epochs}  best {best}"
+        )
+
+    start = time.perf_counter()
+    result = run_tune(
+        split,
+        name,
+        n_trials=trials,
+        timeout=timeout,
+        metric=metric,
+        seed=seed,
+        max_epochs=max_epochs,
+        patience=patience,
+        storage=output / "study.db",
+        study_name=study_name,
+        base_params=base,
+        callbacks=[progress],
+    )
+    paths = write_report(result, output, dataset)
+    document = {
+        "dataset": dataset,
+        **result.summary(),
+        "seconds": time.perf_counter() - start,
+        "pruning": "median pruner on per-epoch validation " + metric,
+        "files": {k: str(v) for k, v in paths.items()} | {"study": str(output / "study.db")},
+    }
+    (output / "tune.json").write_text(
+        json.dumps(document, indent=2, default=_json_default) + "\n", encoding="utf-8"
+    )
+    if as_json:
+        _emit_json(document)
+        return
+    table = Table(title=f"ncf tune {name} on {dataset}: {document['trials']} trials")
+    for column in ("split", "HR@10", "NDCG@10", "full_HR@10", "full_NDCG@10"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    val = result.validation
+    table.add_row(
+        f"validation (best trial #{document['best_trial']})",
+        *(f"{val[c]:.4f}" if c in val else "-" for c in ("HR@10", "NDCG@10")),
+        "-",
+        "-",
+    )
+    test = result.test
+    table.add_row(
+        "test (evaluated once)",
+        *(f"{test[c]:.4f}" for c in ("HR@10", "NDCG@10", "full_HR@10", "full_NDCG@10")),
+    )
+    out.print(table)
+    for key, value in document["tuned_params"].items():
+        err.print(f"  {key} = {value}")
+    err.print(f"config: {paths['config']}  report: {output}")
 
 
 # ---------------------------------------------------------------------------- entry point

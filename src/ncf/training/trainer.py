@@ -117,9 +117,13 @@ def _train_epoch(
             loss.backward()
         for w, g in tables:
             g.add_(w, alpha=2.0 * l2)
-        for w, side in grad_rows:
-            idx = ub if side == "user" else ib
-            w.grad.index_add_(0, idx, w.detach().index_select(0, idx), alpha=2.0 * l2 / len(idx))
+        if grad_rows:  # d/dW of l2/B * sum of squared rows used: 2 l2/B * count(row) * W
+            counts = {
+                "user": torch.bincount(ub, minlength=model.n_users).unsqueeze(1),
+                "item": torch.bincount(ib, minlength=model.n_items).unsqueeze(1),
+            }
+            for w, side in grad_rows:
+                w.grad.addcmul_(w.detach(), counts[side], value=2.0 * l2 / len(ub))
         for opt in opts:
             opt.step()
         for w in clamp:
