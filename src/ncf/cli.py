@@ -598,7 +598,7 @@ def tune(
     max_epochs: Annotated[int, typer.Option(help="Epoch cap; early stopping decides.")] = 40,
     patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 5,
     config: Annotated[
-        Path | None, typer.Option(help="TOML of fixed parameters the search starts from.")
+        Path | None, typer.Option(help="TOML of parameters; searched ones are overridden.")
     ] = None,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="A fixed parameter as key=value.")
@@ -620,10 +620,9 @@ def tune(
 ) -> None:
     """Search hyper-parameters on the validation split (Optuna TPE + median pruning).
 
-    Writes into --out: best.toml (for `ncf train --config`), trials.csv,
-    optimization_history.png, param_importances.png, study.db (rerun the same command to
-    resume an interrupted search) and tune.json (validation score, and test metrics of the
-    chosen configuration, evaluated once).
+    Writes into --out: best.toml (for ncf train --config), trials.csv, two PNGs,
+    study.db (rerun the same command to resume) and tune.json (scores: validation,
+    and test for the chosen configuration, evaluated once).
     """
     from ncf.data import train_validation_test
     from ncf.models.presets import resolve
