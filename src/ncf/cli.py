@@ -254,8 +254,15 @@ def train(
     timestamp_col: TimeColOpt = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT/checkpoints after a crash.")
+    ] = False,
 ) -> None:
-    """Train a model, evaluate it on a held-out split, and write the model and a report."""
+    """Train a model, evaluate it on a held-out split, and write the model and a report.
+
+    A checkpoint is written atomically to OUT/checkpoints after every epoch; `--resume`
+    continues from it and ends with the same weights as an uninterrupted run.
+    """
     from ncf.models.presets import resolve
     from ncf.report import write_report
 
@@ -272,6 +279,8 @@ def train(
         optimizer=optimizer,
         seed=seed,
     )
+    params.setdefault("checkpoint_dir", str(output / "checkpoints"))
+    params["resume"] = resume
     resolve(name, **params)  # a bad name or parameter fails before any data is read
     data, titles = load_data(dataset, fmt, sep, user_col, item_col, timestamp_col)
     err.print(f"training {name} on {dataset}: {data}")

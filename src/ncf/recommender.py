@@ -21,6 +21,7 @@ from ncf.models import build_model, model_class
 from ncf.models.presets import resolve
 
 _SCORE_BATCH = 1024  # users per scoring block
+_RUN_ONLY_PARAMS = ("checkpoint_dir", "resume", "verbose")  # not part of a saved model
 
 
 @dataclass
@@ -351,7 +352,7 @@ class Recommender:
             "model": {
                 "kind": self.kind_,
                 "name": self.model,
-                "params": self.params,
+                "params": {k: v for k, v in self.params.items() if k not in _RUN_ONLY_PARAMS},
                 "hyperparameters": self.model_.hyperparameters(),
                 "n_users": len(self.user_vocab_),
                 "n_items": len(self.item_vocab_),
