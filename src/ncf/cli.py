@@ -7,6 +7,7 @@ line and a non-zero exit code (2 for bad input), with a traceback only under ``-
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import tomllib
@@ -215,6 +216,8 @@ def train_and_evaluate(
     start = time.perf_counter()
     rec.fit(split.train, validation=split.validation, verbose=verbose)
     seconds = time.perf_counter() - start
+    if not _is_main_rank():  # distributed: rank 0 alone evaluates, writes and reports
+        return rec, split, {}
     results = evaluate_split(rec.scorer(), split, seed=seed, ci=ci)
     metrics = {
         "model": model,
@@ -257,12 +260,21 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoints after a crash.")
     ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Train with N processes (torchrun, DDP).")
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu (gloo) or cuda (nccl): distributed only.")
+    ] = "cpu",
 ) -> None:
     """Train a model, evaluate it on a held-out split, and write the model and a report.
 
     A checkpoint is written atomically to OUT/checkpoints after every epoch; `--resume`
     continues from it and ends with the same weights as an uninterrupted run.
+    `--workers N` runs the same command under torchrun with N processes (see README).
     """
+    if _distributed_launch(workers, device):
+        return
     from ncf.models.presets import resolve
     from ncf.report import write_report
 
@@ -283,10 +295,13 @@ def train(
     params["resume"] = resume
     resolve(name, **params)  # a bad name or parameter fails before any data is read
     data, titles = load_data(dataset, fmt, sep, user_col, item_col, timestamp_col)
-    err.print(f"training {name} on {dataset}: {data}")
+    if _is_main_rank():
+        err.print(f"training {name} on {dataset}: {data}")
     rec, _, metrics = train_and_evaluate(
         data, name, params, seed=seed, ci=ci, verbose=not quiet and not as_json
     )
+    if not metrics:  # a distributed rank other than 0: done after training
+        return
     metrics["dataset"] = dataset
     model_dir = output / "model"
     rec.save(
@@ -307,6 +322,44 @@ def train(
     for flag in metrics["flags"]:
         err.print(f"[yellow]warning:[/] {flag}")
     err.print(f"model: {model_dir}  report: {output}")
+
+
+# ---------------------------------------------------------------------------- distributed
+def _is_main_rank() -> bool:
+    from ncf.training.distributed import is_main_process
+
+    return is_main_process()
+
+
+def _distributed_launch(workers: int | None, device: str) -> bool:
+    """`ncf train --workers N`: re-run this command under torchrun; True when it did."""
+    from ncf.training.distributed import is_distributed, launch, strip_option
+
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"--device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise typer.BadParameter("--device cuda was given but CUDA is not available")
+    if workers is not None and workers < 1:
+        raise typer.BadParameter(f"--workers must be a positive integer, got {workers}")
+    if workers is None or is_distributed():  # already a torchrun rank: train here
+        if device == "cuda" and not is_distributed():
+            raise typer.BadParameter("--device cuda needs distributed training (--workers N)")
+        os.environ["NCF_DEVICE"] = device
+        return False
+    argv = strip_option(_STATE.get("argv") or sys.argv[1:], "--workers")
+    code = launch(argv, workers, device)
+    if code:
+        err.print(
+            f"error: distributed training with {workers} workers failed (torchrun exit code "
+            f"{code}); the failing rank's error is above",
+            markup=False,
+            highlight=False,
+        )
+        raise SystemExit(code)  # click would swallow typer.Exit's code here
+    return True
 
 
 _TABLE_COLUMNS = ("HR@10", "NDCG@10", "full_HR@10", "full_NDCG@10", "full_Recall@10")
@@ -724,6 +777,7 @@ def tune(
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors unless ``--debug``."""
     args = sys.argv[1:] if argv is None else argv
+    _STATE["argv"] = list(args)  # `train --workers N` re-runs these under torchrun
     debug = "--debug" in args
     try:
         app(args=args, standalone_mode=False)

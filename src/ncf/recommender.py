@@ -134,7 +134,7 @@ class Recommender:
             raise ValueError("validation must be 'auto', None or an Interactions object")
         seed_params = {"seed": config.seed} if "seed" in _model_keys(kind) else {}
         net = build_model(kind, data.n_users, data.n_items, **{**seed_params, **model_params})
-        result = fit_model(net, train, config, validation=valid)
+        result = _fitter(fit_model)(net, train, config, validation=valid)
         self._set_fitted(result.model, data, valid, kind, config)
         self.fit_summary_ = FitSummary(
             history=list(result.history),
@@ -421,6 +421,13 @@ class Recommender:
 
 
 # ---------------------------------------------------------------------- helpers
+def _fitter(fit_model: Any) -> Any:
+    """`fit_model`, or its DDP version when torchrun started several processes."""
+    from ncf.training.distributed import fit_model_distributed, is_distributed
+
+    return fit_model_distributed if is_distributed() else fit_model
+
+
 def _as_interactions(data: Interactions | pd.DataFrame) -> Interactions:
     if isinstance(data, Interactions):
         return data

@@ -158,7 +158,7 @@ def new_study(
     """
     optuna = _optuna()
     med = (
-        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4)
         if pruner
         else optuna.pruners.NopPruner()
     )
