@@ -169,3 +169,12 @@ def test_ncf_ml1m_test_files(data_dir):
     assert test.test.n_items == 3706 and len(test.test) == 6040
     assert np.array_equal(test.users, np.arange(6040))
     assert int((test.negatives == test.items[:, None]).any(axis=1).sum()) == 156
+
+
+def test_folder_of_parquet_shards(tmp_path):
+    shards = tmp_path / "log"
+    shards.mkdir()
+    pd.DataFrame({"user": [1, 2], "item": [5, 6]}).to_parquet(shards / "part-0.parquet")
+    pd.DataFrame({"user": [3], "item": [5]}).to_parquet(shards / "part-1.parquet")
+    data = read_interactions(shards)
+    assert len(data) == 3 and data.user_vocab.to_list() == [1, 2, 3]

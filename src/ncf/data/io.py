@@ -38,7 +38,7 @@ def read_interactions(
     """Read an interaction file into `Interactions`.
 
     Args:
-        path: the file.
+        path: the file, or a folder of Parquet shards.
         format: one of ``FORMATS``; ``auto`` guesses from the name (``u.data``, ``ratings.dat``,
             ``ratings.csv``, ``*.rating``, ``*.parquet``, else delimited text).
         sep: delimiter for delimited text (``","``, ``"\\t"``, ``"::"``, ...); sniffed if None.
@@ -53,7 +53,9 @@ def read_interactions(
     fmt = _detect_format(path) if format == "auto" else format
     if fmt not in FORMATS:
         raise DataError(f"unknown format {format!r}; expected one of {FORMATS}", path=str(path))
-    if not path.is_file():
+    if path.is_dir() and fmt in ("csv", "parquet"):
+        fmt = "parquet"  # a folder of Parquet shards (e.g. one per writer) reads as one table
+    elif not path.is_file():
         raise DataError("file not found", path=str(path))
     if fmt == "parquet":
         frame = _read_parquet(path)
