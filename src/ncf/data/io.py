@@ -210,6 +210,13 @@ def _read_delimited(
 ) -> tuple[pd.DataFrame, int]:
     """Read all fields as strings; the frame's index is the 1-based line number."""
     engine = "python" if len(sep) > 1 and sep != r"\s+" else "c"
+    if not header and columns is None:
+        # Header-less without names: the MovieLens convention user, item, rating, timestamp.
+        # Naming the widest row's fields up front makes a short row read as missing fields on
+        # its own line, instead of a parser error blamed on a later line.
+        default = ["user", "item", "rating", "timestamp"]
+        width = max(2, _max_fields(path, sep))
+        columns = [default[i] if i < 4 else f"column{i}" for i in range(width)]
     try:
         frame = pd.read_csv(
             path,
@@ -234,10 +241,6 @@ def _read_delimited(
         ) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason})", path=str(path)) from None
-    if not header and columns is None:
-        # Header-less without names: the MovieLens convention user, item, rating, timestamp.
-        default = ["user", "item", "rating", "timestamp"]
-        frame.columns = [default[i] if i < 4 else f"column{i}" for i in range(frame.shape[1])]
     first_line = 2 if header else 1
     frame.index = np.arange(first_line, first_line + len(frame))
     frame = frame.dropna(how="all")
@@ -259,6 +262,20 @@ def _read_delimited(
     if len(frame) == 0:
         raise DataError("the file has no data rows", path=str(path))
     return frame, 0
+
+
+def _max_fields(path: Path, sep: str, max_lines: int = 10_000) -> int:
+    """The most fields on any of the first ``max_lines`` non-empty lines."""
+    widest = 0
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        for number, line in enumerate(handle):
+            if number >= max_lines:
+                break
+            text = line.rstrip("\r\n")
+            if text.strip():
+                fields = text.split() if sep == r"\s+" else text.split(sep)
+                widest = max(widest, len(fields))
+    return widest
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
