@@ -173,11 +173,13 @@ def main() -> None:
         f"\nML-100K, leave-one-out, 99 sampled negatives (seed {args.seed}); "
         f"{len(test.users)} test users"
     )
-    head = f"{'model':40s} {'valHR':>6s} {'HR@10':>6s} {'NDCG@10':>8s} {'fullHR':>7s} {'fullNDCG':>8s}"
+    head = f"{'model':40s} {'valHR':>6s} {'HR@10':>6s} {'NDCG@10':>8s} {'fullHR':>7s}"
+    head += f" {'fullNDCG':>8s}"
     print(head + f" {'epochs best/ran':>18s} {'seconds':>8s}")
     for label, m, note, secs in rows:
         print(
-            f"{label:40s} {m.get('val', float('nan')):6.3f} {m['HR']:6.3f} {m['NDCG']:8.3f} {m['fHR']:7.3f} {m['fNDCG']:8.3f} "
+            f"{label:40s} {m.get('val', float('nan')):6.3f} {m['HR']:6.3f} {m['NDCG']:8.3f} "
+            f"{m['fHR']:7.3f} {m['fNDCG']:8.3f} "
             f"{note:>18s} {secs:8.1f}"
         )
 

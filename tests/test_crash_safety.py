@@ -147,3 +147,23 @@ def test_unwritable_output_is_a_clear_error(log_file, tmp_path):
     assert proc.returncode != 0
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
     assert blocker.read_text() == "not a directory"
+
+
+def test_crash_between_checkpoint_files_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from ncf.training import checkpoint
+
+    checkpoint.save_checkpoint(tmp_path, {"epoch": 1, "w": torch.ones(2)}, {"epoch": 1})
+    real_write = checkpoint._atomic_write
+
+    def die_on_state(path, write):
+        if path.name == checkpoint.STATE:
+            raise KeyboardInterrupt("killed between the tensor file and state.json")
+        real_write(path, write)
+
+    monkeypatch.setattr(checkpoint, "_atomic_write", die_on_state)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(tmp_path, {"epoch": 2, "w": torch.zeros(2)}, {"epoch": 2})
+    tensors, state = checkpoint.load_checkpoint(tmp_path)
+    assert state["epoch"] == 1 and tensors["w"].tolist() == [1.0, 1.0]

@@ -17,6 +17,15 @@ from ncf.models.presets import resolve
 from ncf.training import ModelScorer, TrainConfig, fit_model
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids spin-waiting when the machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def problem():
     data = make_synthetic(300, 300, 9000, n_clusters=6, seed=3)

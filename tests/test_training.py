@@ -18,6 +18,15 @@ from ncf.training import ModelScorer, TrainConfig, fit_model, fit_neumf_pretrain
 from ncf.training.schedules import LRSchedule
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids spin-waiting when the machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def split():
     return train_validation_test(make_synthetic(200, 300, 6000, seed=1), seed=0)

@@ -1,7 +1,8 @@
 """Atomic per-epoch checkpoints: tensors via ``torch.save`` of plain state dicts (loaded with
-``weights_only=True``) and training state as JSON, each written to a temp file then
-``os.replace``d. The epoch's sampling and shuffling seeds derive from ``(seed, epoch)``, so a
-resumed run reproduces an uninterrupted one exactly.
+``weights_only=True``) in ``checkpoint-EPOCH.pt``, and training state as JSON in
+``state.json`` naming that file, each written to a temp file then ``os.replace``d. The
+epoch's sampling and shuffling seeds derive from ``(seed, epoch)``, so a resumed run
+reproduces an uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -37,24 +38,36 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 def save_checkpoint(directory: str | Path, tensors: dict[str, Any], state: dict[str, Any]) -> None:
-    """Write ``tensors`` (nested dicts of tensors: model, optimisers, best weights) and
-    JSON ``state``; the tensor file is replaced first, the state file last (it names the epoch
-    that the tensor file holds, so a crash between the two is detected on load)."""
+    """Write ``tensors`` (nested dicts of tensors: model, optimisers, best weights) and JSON
+    ``state``.
+
+    The tensors go to a new file named after the epoch; only then is ``state.json`` replaced
+    to name it, and older tensor files are removed last. A crash at any point leaves
+    ``state.json`` naming a complete tensor file, so a checkpoint is never lost.
+    """
     directory = Path(directory)
-    state = {**state, "format": FORMAT}
-    _atomic_write(directory / CHECKPOINT, lambda fh: torch.save(tensors, fh))
+    epoch = int(state.get("epoch", tensors.get("epoch", 0)))
+    name = f"checkpoint-{epoch:05d}.pt"
+    state = {**state, "format": FORMAT, "tensors": name}
+    _atomic_write(directory / name, lambda fh: torch.save(tensors, fh))
     payload = json.dumps(state, indent=1, default=_json_default).encode()
     _atomic_write(directory / STATE, lambda fh: fh.write(payload))
+    for old in directory.glob("checkpoint-*.pt"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(tensors, state) from ``directory``, or None when there is no checkpoint."""
     directory = Path(directory)
-    if not (directory / STATE).is_file() or not (directory / CHECKPOINT).is_file():
+    if not (directory / STATE).is_file():
         return None
     try:
         state = json.loads((directory / STATE).read_text())
-        tensors = torch.load(directory / CHECKPOINT, weights_only=True, map_location="cpu")
+        name = state.get("tensors", CHECKPOINT)
+        if not isinstance(name, str) or Path(name).name != name:
+            raise ValueError(f"invalid tensor file name {name!r}")
+        tensors = torch.load(directory / name, weights_only=True, map_location="cpu")
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{directory}: unreadable checkpoint ({exc})") from exc
     if state.get("format") != FORMAT or tensors.get("epoch") != state.get("epoch"):

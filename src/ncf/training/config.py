@@ -44,7 +44,7 @@ class TrainConfig:
         patience, min_delta: epochs without an improvement larger than ``min_delta``.
         seed: seeds shuffling, negative sampling, dropout and evaluation candidates.
         n_eval_candidates: sampled negatives per validation positive (99 as the NCF paper).
-        checkpoint_dir: write ``checkpoint.pt`` + ``state.json`` there atomically every epoch.
+        checkpoint_dir: write ``checkpoint-EPOCH.pt`` + ``state.json`` there atomically every epoch.
         resume: continue from the checkpoint in ``checkpoint_dir`` when there is one.
         verbose: rich progress bar on stderr.
         collapse_action: "stop" or "flag" when validation scores are (nearly) constant.
