@@ -250,7 +250,7 @@ def test_failed_reload_keeps_the_old_model(server, models, target):
     before = server.get("/healthz").json()
     path = models.get(target, models["neumf"].parent / "does-not-exist")
     r = server.post("/admin/reload", headers=ADMIN, json={"model_dir": str(path)})
-    assert r.status_code == 500 and r.json()["reloaded"] is False
+    assert r.status_code == 422 and r.json()["reloaded"] is False
     assert "ModelFileError" in r.json()["error"]
     assert server.get("/healthz").json() == before
     assert server.get("/model").json()["last_reload_error"] == r.json()["error"]

@@ -373,7 +373,8 @@ def create_app(
         """Load a model directory in the background and swap it in atomically.
 
         Without a body, reloads the directory being served. A failed load keeps the old model
-        serving and answers 500 with the reason.
+        serving and answers 422 with the reason (the request named an unusable model: a
+        client-side problem, never a server error).
         """
         _check_admin(request, admin_key)
         target = None
@@ -384,7 +385,7 @@ def create_app(
                 )
             target = Path(body.model_dir)
         ok, report = await holder.reload(target)
-        return JSON(report, status_code=200 if ok else 500)
+        return JSON(report, status_code=200 if ok else 422)
 
     return app
 
