@@ -200,3 +200,24 @@ def test_refuses_inconsistent_shapes(fitted, tmp_path):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFileError, match="inconsistent"):
         Recommender.load(path)
+
+
+def test_refuses_safetensors_header_that_lies_about_sizes(fitted, tmp_path):
+    import hashlib
+    import struct
+
+    path = _copy(fitted, tmp_path)
+    raw = (path / "model.safetensors").read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    name = next(k for k in header if k != "__metadata__")
+    start, end = header[name]["data_offsets"]
+    header[name]["data_offsets"] = [start, end + 10**9]  # claims far more bytes than exist
+    text = json.dumps(header).encode()
+    forged = struct.pack("<Q", len(text)) + text + raw[8 + size :]
+    (path / "model.safetensors").write_bytes(forged)
+    config = json.loads((path / "config.json").read_text())
+    config["weights_sha256"] = hashlib.sha256(forged).hexdigest()  # even with a matching sum
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="safetensors"):
+        Recommender.load(path)
