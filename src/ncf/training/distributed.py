@@ -46,12 +46,14 @@ from ncf.data import Interactions, NegativeSampler
 from ncf.errors import NCFError
 from ncf.models.base import RecModel
 from ncf.training import callbacks as cb
-from ncf.training.checkpoint import load_checkpoint, save_checkpoint
+from ncf.training.checkpoint import load_checkpoint
 from ncf.training.config import TrainConfig
 from ncf.training.data import DROPOUT, SAMPLING, SHUFFLE, ValidationSet, derive_seed, probe_spread
 from ncf.training.optim import make_optimizers
 from ncf.training.schedules import LRSchedule
 from ncf.training.trainer import _CHECK_EVERY, FitResult, _check_finite, _watch
+from ncf.training.trainer import _restore as _restore_single
+from ncf.training.trainer import _save as _save_single
 
 log = logging.getLogger("ncf.training")
 SHARD = 100  # random stream of the per-epoch permutation that deals positives out to ranks
@@ -522,21 +524,7 @@ def _save(
     optimizers = [o.state_dict() for o in opts]
     if packs is not None:
         optimizers = [flatten_optimizer_state(sd, packs, config) for sd in optimizers]
-    tensors = {
-        "epoch": epoch,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizers": optimizers,
-        "best": stopper.best_state,
-    }
-    payload = {
-        "epoch": epoch,
-        "history": history,
-        "schedule": schedule.state_dict(),
-        "stopper": stopper.state_dict(),
-        "state": state,
-        "config": config.to_dict(),
-    }
-    save_checkpoint(config.checkpoint_dir, tensors, payload)
+    _save_single(config, epoch, model, opts, schedule, stopper, state, history, optimizers)
 
 
 def _restore(
@@ -549,15 +537,10 @@ def _restore(
     state: dict,
     history: list,
 ) -> int:
-    tensors, saved = loaded
-    model.load_state_dict(tensors["model"])
-    for opt, sd in zip(opts, tensors["optimizers"], strict=True):
-        opt.load_state_dict(unflatten_optimizer_state(sd, packs) if packs is not None else sd)
-    schedule.load_state_dict(saved["schedule"])
-    stopper.load_state_dict(saved["stopper"], tensors["best"])
-    state.update(saved["state"])
-    history.extend(saved["history"])
-    return int(saved["epoch"])
+    def convert(sd: dict) -> dict:
+        return unflatten_optimizer_state(sd, packs) if packs is not None else sd
+
+    return _restore_single(loaded, model, opts, schedule, stopper, state, history, convert)
 
 
 __all__ = [

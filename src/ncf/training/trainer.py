@@ -331,11 +331,16 @@ def _save(
     stopper: cb.EarlyStopping,
     state: dict,
     history: list,
+    optimizer_states: list | None = None,
 ) -> None:
+    """Write the checkpoint; ``optimizer_states`` overrides ``opts``' own (distributed runs
+    convert theirs to this single-process layout first)."""
+    if optimizer_states is None:
+        optimizer_states = [o.state_dict() for o in opts]
     tensors = {
         "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizers": [o.state_dict() for o in opts],
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizers": optimizer_states,
         "best": stopper.best_state,
     }
     payload = {
@@ -357,11 +362,14 @@ def _restore(
     stopper: cb.EarlyStopping,
     state: dict,
     history: list,
+    convert: Any = None,
 ) -> int:
+    """Load a checkpoint into the training objects; ``convert`` maps each saved optimiser
+    state to the layout ``opts`` expect. Returns the checkpoint's epoch."""
     tensors, saved = loaded
     model.load_state_dict(tensors["model"])
     for opt, sd in zip(opts, tensors["optimizers"], strict=True):
-        opt.load_state_dict(sd)
+        opt.load_state_dict(convert(sd) if convert is not None else sd)
     schedule.load_state_dict(saved["schedule"])
     stopper.load_state_dict(saved["stopper"], tensors["best"])
     state.update(saved["state"])
