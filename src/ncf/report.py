@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import tempfile
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from ncf.training.history import save_history
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -25,25 +26,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in history:
-        columns += [c for c in row if c not in columns]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({c: _cell(row.get(c)) for c in columns})
-    os.replace(tmp, path)
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return ";".join(map(str, value))
-    return "" if value is None else value
 
 
 def plot_learning_curves(path: Path, history: list[dict[str, Any]], title: str = "") -> None:
@@ -87,6 +69,6 @@ def write_report(
         "plot": out_dir / "learning_curves.png",
     }
     atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2, default=str) + "\n")
-    write_history_csv(paths["history"], history)
+    save_history(history, paths["history"])
     plot_learning_curves(paths["plot"], history, title)
     return paths
