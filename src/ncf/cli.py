@@ -474,14 +474,7 @@ def recommend(
         return
     for record in records:
         flag = "  [yellow](unknown user: popularity fallback)[/]" if record["fallback"] else ""
-        table = Table(title=f"user {record['user']}{flag}")
-        for column in ("rank", "item", "title", "score"):
-            table.add_column(column, justify="right" if column in ("rank", "score") else "left")
-        for rank, entry in enumerate(record["items"], 1):
-            table.add_row(
-                str(rank), str(entry["item"]), entry["title"] or "", f"{entry['score']:.4f}"
-            )
-        out.print(table)
+        _print_ranked(f"user {record['user']}{flag}", record["items"], "score")
 
 
 @app.command()
@@ -507,14 +500,18 @@ def similar(
         _emit_json({"k": k, "items": records})
         return
     for record in records:
-        table = Table(title=f"similar to {record['item']} {record['title'] or ''}")
-        for column in ("rank", "item", "title", "cosine"):
-            table.add_column(column)
-        for rank, entry in enumerate(record["items"], 1):
-            table.add_row(
-                str(rank), str(entry["item"]), entry["title"] or "", f"{entry['score']:.4f}"
-            )
-        out.print(table)
+        title = f"similar to {record['item']} {record['title'] or ''}"
+        _print_ranked(title, record["items"], "cosine")
+
+
+def _print_ranked(title: str, entries: list[dict[str, Any]], score_name: str) -> None:
+    """One table of ranked items (rank, item, title, score)."""
+    table = Table(title=title)
+    for column in ("rank", "item", "title", score_name):
+        table.add_column(column, justify="right" if column in ("rank", score_name) else "left")
+    for rank, entry in enumerate(entries, 1):
+        table.add_row(str(rank), str(entry["item"]), entry["title"] or "", f"{entry['score']:.4f}")
+    out.print(table)
 
 
 @app.command()

@@ -51,7 +51,7 @@ from ncf.training.config import TrainConfig
 from ncf.training.data import DROPOUT, SAMPLING, SHUFFLE, ValidationSet, derive_seed, probe_spread
 from ncf.training.optim import make_optimizers
 from ncf.training.schedules import LRSchedule
-from ncf.training.trainer import _CHECK_EVERY, FitResult, _check_finite, _watch
+from ncf.training.trainer import _CHECK_EVERY, FitResult, _check_finite, _watch, watch_setup
 from ncf.training.trainer import _restore as _restore_single
 from ncf.training.trainer import _save as _save_single
 
@@ -392,23 +392,12 @@ def _fit(
     data = ShardedEpochData(train, config, me, world)
     val = ValidationSet(train, validation, config) if validation is not None and main else None
     has_val = validation is not None
-    monitor = config.early_stopping if has_val else None
-    if config.early_stopping and not has_val:
-        messages.append("no validation data: early stopping is off and all epochs run")
     model.to(dev)
     packs = _packs(model, config)
     opts, _ = make_optimizers(model, config, flat=False)
-    schedule = LRSchedule(config, maximise=monitor != "loss")
-    stopper = cb.EarlyStopping(monitor, config.patience, config.min_delta)
-    entropy = cb.label_entropy(data.positive_fraction)
-    history: list[dict[str, Any]] = []
-    state: dict[str, Any] = {
-        "flags": [],
-        "collapsed_run": 0,
-        "train_seconds": 0.0,
-        "rows": 0,
-        "stopped_reason": None,
-    }
+    monitor, schedule, stopper, entropy, history, state = watch_setup(
+        config, has_val, data.positive_fraction, messages
+    )
     first_epoch = 1
     if config.resume:
         box = [load_checkpoint(config.checkpoint_dir) if main else None]

@@ -150,6 +150,26 @@ def _check_finite(window: torch.Tensor, offset: int, batch_size: int, epoch: int
         )
 
 
+def watch_setup(
+    config: TrainConfig, has_validation: bool, positive_fraction: float, messages: list[str]
+) -> tuple[str | None, LRSchedule, cb.EarlyStopping, float, list[dict[str, Any]], dict]:
+    """What watches a run, shared by the single-process and distributed loops: the monitored
+    metric, LR schedule, early stopper, label entropy (collapse check), history and state."""
+    monitor = config.early_stopping if has_validation else None
+    if config.early_stopping and not has_validation:
+        messages.append("no validation data: early stopping is off and all epochs run")
+    schedule = LRSchedule(config, maximise=monitor != "loss")
+    stopper = cb.EarlyStopping(monitor, config.patience, config.min_delta)
+    state: dict[str, Any] = {
+        "flags": [],
+        "collapsed_run": 0,
+        "train_seconds": 0.0,
+        "rows": 0,
+        "stopped_reason": None,
+    }
+    return monitor, schedule, stopper, cb.label_entropy(positive_fraction), [], state
+
+
 def fit_model(
     model: RecModel,
     train: Interactions,
@@ -189,21 +209,10 @@ def fit_model(
     messages: list[str] = []
     data = EpochData(train, config)
     val = ValidationSet(train, validation, config) if validation is not None else None
-    monitor = config.early_stopping if val is not None else None
-    if config.early_stopping and val is None:
-        messages.append("no validation data: early stopping is off and all epochs run")
     opts, packed = make_optimizers(model, config)
-    schedule = LRSchedule(config, maximise=monitor != "loss")
-    stopper = cb.EarlyStopping(monitor, config.patience, config.min_delta)
-    entropy = cb.label_entropy(data.positive_fraction)
-    history: list[dict[str, Any]] = []
-    state: dict[str, Any] = {
-        "flags": [],
-        "collapsed_run": 0,
-        "train_seconds": 0.0,
-        "rows": 0,
-        "stopped_reason": None,
-    }
+    monitor, schedule, stopper, entropy, history, state = watch_setup(
+        config, val is not None, data.positive_fraction, messages
+    )
     first_epoch = 1
     if config.resume:
         loaded = load_checkpoint(config.checkpoint_dir)
