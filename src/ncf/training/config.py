@@ -11,6 +11,8 @@ OPTIMIZERS = ("adam", "adamw", "adagrad", "adadelta", "sgd", "sparse_adam")
 SCHEDULERS = (None, "plateau", "step", "cosine")
 EARLY_STOPPING = (None, "HR@10", "NDCG@10", "loss")
 L2_SCOPES = ("batch", "table")
+EMBEDDING_UPDATES = ("auto", "dense", "lazy")
+SHUFFLES = ("auto", "rows", "positives")
 COLLAPSE_ACTIONS = ("stop", "flag")
 
 
@@ -35,6 +37,15 @@ class TrainConfig:
             batch uses (once per occurrence: a per-example penalty, independent of batch
             size); "table": ``l2 * sum(W ** 2)`` over whole tables every step (Keras'
             ``embeddings_regularizer``, as the seed recipe).
+        embedding_updates: "dense" (the optimiser updates whole embedding tables every
+            step), "lazy" (only the rows the batch used: Adam as ``SparseAdam``, Adagrad) or
+            "auto" (lazy when the tables hold more than 4 rows per batch row and the
+            optimiser has a lazy form: large catalogues, e.g. ML-20M; dense otherwise).
+        shuffle: "rows" (every row of an epoch shuffled independently, as the paper and the
+            seed) or "positives" (positives shuffled, each followed by its own sampled
+            negatives: a batch holds 1/(negatives+1) as many distinct users, which makes
+            lazy updates on large catalogues much cheaper), or "auto": "positives" when
+            embeddings are updated lazily, else "rows".
         weight_decay: the optimiser's weight decay on all parameters (decoupled for AdamW).
         scheduler: None, "plateau" (on the early-stopping metric, else training loss), "step"
             (``step_size``, ``gamma``) or "cosine" (to 0 at ``epochs``); per epoch.
@@ -63,6 +74,8 @@ class TrainConfig:
     sampling_alpha: float = 0.0
     l2: float = 0.0
     l2_scope: str = "batch"
+    embedding_updates: str = "auto"
+    shuffle: str = "auto"
     weight_decay: float = 0.0
     scheduler: str | None = None
     step_size: int = 10
@@ -135,6 +148,12 @@ class TrainConfig:
         need(self.scheduler in SCHEDULERS, "scheduler", f"one of {SCHEDULERS}")
         need(self.early_stopping in EARLY_STOPPING, "early_stopping", f"one of {EARLY_STOPPING}")
         need(self.l2_scope in L2_SCOPES, "l2_scope", f"one of {L2_SCOPES}")
+        need(self.shuffle in SHUFFLES, "shuffle", f"one of {SHUFFLES}")
+        need(
+            self.embedding_updates in EMBEDDING_UPDATES,
+            "embedding_updates",
+            f"one of {EMBEDDING_UPDATES}",
+        )
         need(
             self.collapse_action in COLLAPSE_ACTIONS,
             "collapse_action",

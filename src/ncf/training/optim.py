@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ncf.training.config import TrainConfig
+from ncf.training.lazy import RowAdam
 
 
 def _sparse_params(model: nn.Module) -> list[torch.nn.Parameter]:
@@ -132,7 +133,7 @@ def make_optimizers(
     sparse = _sparse_params(model)
     ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-    if not sparse and flat and dense and name != "sparse_adam":
+    if flat and dense and name != "sparse_adam":
         packed = FlatParameters(dense)
         return _make(model, config, sparse, [packed.param]), packed
     return _make(model, config, sparse, dense), None
@@ -150,14 +151,20 @@ def _make(
                     "weight_decay is not supported with sparse embeddings and Adam; "
                     "use l2 (l2_scope='batch') instead"
                 )
-            opts: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(sparse, lr=lr, **kw)]
+            kind = torch.optim.SparseAdam if name == "sparse_adam" else RowAdam
+            nonneg = kind is RowAdam and getattr(model, "nonneg", False)
+            clamp = {"clamp_min": 0.0} if nonneg else {}
+            opts: list[torch.optim.Optimizer] = [kind(sparse, lr=lr, **kw, **clamp)]
             if dense:
-                opts.append(torch.optim.Adam(dense, lr=lr, **kw))
+                opts.append(torch.optim.Adam(dense, lr=lr, fused=True, **kw))
             return opts
         if name == "adagrad":
             if wd:
                 raise ValueError("weight_decay is not supported with sparse gradients; use l2")
-            return [torch.optim.Adagrad([*sparse, *dense], lr=lr, **kw)]
+            opts = [torch.optim.Adagrad(sparse, lr=lr, **kw)]
+            if dense:
+                opts.append(torch.optim.Adagrad(dense, lr=lr, fused=True, **kw))
+            return opts
         raise ValueError(
             f"a model with sparse=True needs optimizer 'sparse_adam', 'adam' or 'adagrad', "
             f"got {name!r}"

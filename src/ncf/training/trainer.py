@@ -24,13 +24,22 @@ from ncf.models.base import RecModel
 from ncf.training import callbacks as cb
 from ncf.training.checkpoint import load_checkpoint, save_checkpoint
 from ncf.training.config import TrainConfig
-from ncf.training.data import DROPOUT, EpochData, ValidationSet, generator, probe_spread
+from ncf.training.data import (
+    DROPOUT,
+    EpochData,
+    EpochRows,
+    ValidationSet,
+    generator,
+    probe_spread,
+)
 from ncf.training.fast_mlp import MLPStep, supports_fast_step
+from ncf.training.lazy import RowAdam, sparse_embeddings, use_lazy_updates
 from ncf.training.optim import FlatParameters, make_optimizers
 from ncf.training.schedules import LRSchedule
 
 log = logging.getLogger("ncf.training")
 _CHECK_EVERY = 256  # batches between NaN checks (and progress updates)
+_CHUNK_TARGET = 1 << 21  # rows materialised at a time
 
 
 @dataclass
@@ -53,41 +62,54 @@ class FitResult:
         save_history(self.history, path)
 
 
+def _chunk_rows(batch_size: int) -> int:
+    """Rows materialised at a time: whole check windows, about 2M rows (~40 MB)."""
+    window = _CHECK_EVERY * batch_size
+    return window * max(1, _CHUNK_TARGET // window)
+
+
 def _train_epoch(
     model: RecModel,
     opts: list,
-    data: tuple,
+    data: EpochRows,
     config: TrainConfig,
     epoch: int,
     progress: cb.ProgressDisplay,
     packed: FlatParameters | None = None,
+    lazy: bool = False,
 ) -> tuple[float, int, float]:
     """One pass over the epoch's rows; returns (mean loss, rows seen, seconds).
 
-    Logits are written to an epoch buffer (one copy per batch, no ``.item()``); the loss and
-    the NaN/inf check are computed from it every ``_CHECK_EVERY`` batches.
+    Rows are materialised a chunk at a time. Logits go to a chunk buffer (one copy per
+    batch, no ``.item()``); the loss and the NaN/inf check are computed from it every
+    ``_CHECK_EVERY`` batches.
     """
-    users, items, labels = data
     bs = config.batch_size
-    n_batches = math.ceil(len(users) / bs)
+    n_batches = math.ceil(len(data) / bs)
     if config.max_batches is not None:
         n_batches = min(n_batches, config.max_batches)
-    n = min(len(users), n_batches * bs)
-    logits = torch.empty(n)
+    n = min(len(data), n_batches * bs)
     # L2 on embeddings. Dense gradients get the penalty's exact gradient added directly
     # (2 * l2 / B per occurrence of a row in the batch, or 2 * l2 * W for whole tables);
-    # sparse tables go through autograd so their gradients stay sparse.
+    # lazy (row-wise) updates fold it into the optimiser (``row_decay``); tables a user
+    # built sparse go through autograd so their gradients stay sparse.
     l2 = config.l2
     by_rows = [(e.weight, side) for e, side in model.embedding_pairs()] if l2 else []
     autograd_l2 = l2 if (l2 and config.l2_scope == "batch" and model.sparse) else 0.0
-    grad_rows = by_rows if (config.l2_scope == "batch" and not model.sparse) else []
+    dense_rows = config.l2_scope == "batch" and not model.sparse and not lazy
+    grad_rows = by_rows if dense_rows else []
     tables = [(w.detach(), w.grad) for w, _ in by_rows] if config.l2_scope == "table" else []
-    clamp = [e.weight.detach() for e in model.embeddings()] if model.nonneg else []
+    clamp = [e.weight.detach() for e in model.embeddings()] if model.nonneg and not lazy else []
     region = packed.region([e.weight for e in model.embeddings()]) if packed else None
     if region is not None:  # embeddings contiguous in the flat buffer: one op instead of many
         tables = [region] if tables else []
         clamp = [region[0]] if clamp else []
     zero = packed.grad if packed is not None else None
+    row_sparse = [
+        p for opt in opts if isinstance(opt, RowAdam) for g in opt.param_groups for p in g["params"]
+    ]
+    row_groups = [g for opt in opts if isinstance(opt, RowAdam) for g in opt.param_groups]
+    sparse_grads = [e.weight for e in model.embeddings() if e.sparse]
     # Dense MLPs (the seed recipe at batch 16) use a hand-written step with the same gradients.
     fast = MLPStep(model) if packed is not None and supports_fast_step(model) else None
     gen = generator(config.seed, epoch, DROPOUT)
@@ -95,48 +117,66 @@ def _train_epoch(
     model.set_generator(gen)
     progress.start_epoch(epoch, n_batches)
     masks: list = []
+    loss_sum = 0.0
+    chunk = _chunk_rows(bs)
     start = time.perf_counter()
-    for b in range(n_batches):
-        s = b * bs
-        ub, ib, yb = users[s : s + bs], items[s : s + bs], labels[s : s + bs]
-        if fast is not None:
-            if b % _CHECK_EVERY == 0:
-                masks = fast.draw_masks(min(_CHECK_EVERY * bs, n - s), gen)
-            o = (b % _CHECK_EVERY) * bs
-            zero.zero_()
-            out = fast(ub, ib, yb, [m if m is None else m[o : o + len(ub)] for m in masks])
-        else:
-            out = model(ub, ib)
-            bce = F.binary_cross_entropy_with_logits(out, yb)
-            loss = bce + (autograd_l2 / len(ub)) * model.l2_batch(ub, ib) if autograd_l2 else bce
-            if zero is not None:
+    for c0 in range(0, n, chunk):
+        users, items, labels = data.rows(c0, min(n, c0 + chunk))
+        logits = torch.empty(len(users))
+        for s in range(0, len(users), bs):
+            b = (c0 + s) // bs
+            ub, ib, yb = users[s : s + bs], items[s : s + bs], labels[s : s + bs]
+            if lazy and l2:
+                for group in row_groups:
+                    group["row_decay"] = 2.0 * l2 / len(ub)
+            if fast is not None:
+                if b % _CHECK_EVERY == 0:
+                    masks = fast.draw_masks(min(_CHECK_EVERY * bs, n - c0 - s), gen)
+                o = (b % _CHECK_EVERY) * bs
                 zero.zero_()
+                out = fast(ub, ib, yb, [m if m is None else m[o : o + len(ub)] for m in masks])
             else:
-                for opt in opts:
-                    opt.zero_grad(set_to_none=False)
-            loss.backward()
-        for w, g in tables:
-            g.add_(w, alpha=2.0 * l2)
-        if grad_rows:  # d/dW of l2/B * sum of squared rows used: 2 l2/B * count(row) * W
-            counts = {
-                "user": torch.bincount(ub, minlength=model.n_users).unsqueeze(1),
-                "item": torch.bincount(ib, minlength=model.n_items).unsqueeze(1),
-            }
-            for w, side in grad_rows:
-                w.grad.addcmul_(w.detach(), counts[side], value=2.0 * l2 / len(ub))
-        for opt in opts:
-            opt.step()
-        for w in clamp:
-            w.clamp_(min=0.0)
-        logits[s : s + len(ub)] = out.detach()
-        if (b + 1) % _CHECK_EVERY == 0 or b + 1 == n_batches:
-            done = min(n, (b + 1) * bs)
-            lo = max(0, done - _CHECK_EVERY * bs)
-            _check_finite(logits[lo:done], lo, bs, epoch)
-            loss_so_far = float(F.binary_cross_entropy_with_logits(logits[:done], labels[:done]))
-            progress.advance(b + 1, loss_so_far, done / max(time.perf_counter() - start, 1e-9))
+                out = model(ub, ib)
+                bce = F.binary_cross_entropy_with_logits(out, yb)
+                loss = bce
+                if autograd_l2:
+                    loss = bce + (autograd_l2 / len(ub)) * model.l2_batch(ub, ib)
+                if zero is not None:
+                    zero.zero_()
+                    for w in sparse_grads:
+                        w.grad = None
+                else:
+                    for opt in opts:
+                        opt.zero_grad(set_to_none=bool(row_sparse))
+                loss.backward()
+            for w, g in tables:
+                g.add_(w, alpha=2.0 * l2)
+            if grad_rows:  # d/dW of l2/B * sum of squared rows used: 2 l2/B * count(row) * W
+                counts = {
+                    "user": torch.bincount(ub, minlength=model.n_users).unsqueeze(1),
+                    "item": torch.bincount(ib, minlength=model.n_items).unsqueeze(1),
+                }
+                for w, side in grad_rows:
+                    w.grad.addcmul_(w.detach(), counts[side], value=2.0 * l2 / len(ub))
+            for opt in opts:
+                opt.step()
+            for w in clamp:
+                w.clamp_(min=0.0)
+            logits[s : s + len(ub)] = out.detach()
+            if (b + 1) % _CHECK_EVERY == 0 or b + 1 == n_batches:
+                hi = s + len(ub)
+                lo = max(0, hi - _CHECK_EVERY * bs)
+                _check_finite(logits[lo:hi], c0 + lo, bs, epoch)
+                loss_sum += float(
+                    F.binary_cross_entropy_with_logits(
+                        logits[lo:hi], labels[lo:hi], reduction="sum"
+                    )
+                )
+                done = c0 + hi
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                progress.advance(b + 1, loss_sum / done, rate)
     seconds = time.perf_counter() - start
-    return float(F.binary_cross_entropy_with_logits(logits, labels[:n])), n, seconds
+    return loss_sum / max(n, 1), n, seconds
 
 
 def _check_finite(window: torch.Tensor, offset: int, batch_size: int, epoch: int) -> None:
@@ -207,9 +247,11 @@ def fit_model(
         raise ValueError("l2_scope='table' would make sparse gradients dense; use 'batch'")
     callbacks = list(callbacks or [])
     messages: list[str] = []
-    data = EpochData(train, config)
+    lazy = use_lazy_updates(model, config)
+    data = EpochData(train, config, lazy)
     val = ValidationSet(train, validation, config) if validation is not None else None
-    opts, packed = make_optimizers(model, config)
+    with sparse_embeddings(model, lazy):
+        opts, packed = make_optimizers(model, config)
     monitor, schedule, stopper, entropy, history, state = watch_setup(
         config, val is not None, data.positive_fraction, messages
     )
@@ -230,9 +272,10 @@ def fit_model(
             if state["stopped_reason"]:
                 break
             lr = schedule.apply(opts, epoch)
-            loss, rows, seconds = _train_epoch(
-                model, opts, data.epoch(epoch), config, epoch, progress, packed
-            )
+            with sparse_embeddings(model, lazy):
+                loss, rows, seconds = _train_epoch(
+                    model, opts, data.epoch(epoch), config, epoch, progress, packed, lazy
+                )
             if packed is not None and not packed.intact():  # pragma: no cover - safety net
                 raise RuntimeError("gradients were replaced during training (flat packing)")
             state["train_seconds"] += seconds
