@@ -10,11 +10,12 @@ import numpy as np
 import torch
 
 from ncf.data import Interactions, NegativeSampler
-from ncf.evaluation import evaluate_labelled, evaluate_sampled
+from ncf.evaluation import metrics as M
 from ncf.training.config import TrainConfig
 from ncf.training.scorer import ModelScorer
 
 SAMPLING, SHUFFLE, DROPOUT, EVAL, PROBE = range(5)  # independent random streams
+_VALIDATION_BLOCK = 16_384  # users scored at a time during validation
 
 
 def derive_seed(seed: int, epoch: int, stream: int) -> int:
@@ -174,11 +175,8 @@ class ValidationSet:
         self.candidates = NegativeSampler(known).sample_candidates(
             self.users, self.n_candidates, seed
         )
-        n = len(self.users)
-        self.loss_users = np.concatenate([self.users, np.repeat(self.users, self.n_candidates)])
-        self.loss_items = np.concatenate([self.items, self.candidates.reshape(-1)])
-        self.loss_labels = np.concatenate([np.ones(n), np.zeros(n * self.n_candidates)])
         rng = np.random.default_rng(derive_seed(config.seed, 0, PROBE))
+        n = len(self.users)
         self.probe = rng.choice(n, size=min(n, 256), replace=False)
 
     @property
@@ -186,19 +184,31 @@ class ValidationSet:
         return len(np.unique(self.users))
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Sampled HR@10 / NDCG@10, validation loss, and the spread of scores across items."""
+        """Sampled HR@10 / NDCG@10 (pessimistic ties), the validation loss over the same
+        positives and candidates, and the spread of scores across items, from one scoring
+        pass over (positive + candidates) blocks of users."""
         scorer = ModelScorer(model)
-        res = evaluate_sampled(scorer, self.users, self.items, self.candidates, k=10)
-        lab = evaluate_labelled(scorer, self.loss_users, self.loss_items, self.loss_labels)
-        p = self.probe
-        block = scorer.score_candidates(
-            self.users[p], np.concatenate([self.items[p, None], self.candidates[p]], axis=1)
-        )
+        hits = ndcg = loss = 0.0
+        spread: list[np.ndarray] = []
+        probe = np.zeros(len(self.users), bool)
+        probe[self.probe] = True
+        for s in range(0, len(self.users), _VALIDATION_BLOCK):
+            sl = slice(s, s + _VALIDATION_BLOCK)
+            items = np.concatenate([self.items[sl, None], self.candidates[sl]], axis=1)
+            block = scorer.score_candidates(self.users[sl], items).astype(np.float64)
+            if np.isnan(block).any():
+                raise ValueError("the model returned NaN validation scores; has it diverged?")
+            ranks = np.count_nonzero(block[:, 1:] >= block[:, :1], axis=1)
+            hits += float(M.hit_rate(ranks, 10).sum())
+            ndcg += float(M.ndcg(ranks, 10).sum())
+            loss += float(np.logaddexp(0.0, block).sum() - block[:, 0].sum())
+            spread.append(block[probe[sl]].std(axis=1))
+        n = len(self.users)
         return {
-            "HR@10": res.means["HR@10"],
-            "NDCG@10": res.means["NDCG@10"],
-            "loss": lab["loss"],
-            "score_spread": float(block.std(axis=1).mean()),
+            "HR@10": hits / n,
+            "NDCG@10": ndcg / n,
+            "loss": loss / (n * (self.n_candidates + 1)),
+            "score_spread": float(np.concatenate(spread).mean()),
         }
 
 
