@@ -272,10 +272,15 @@ def fit_model(
             if state["stopped_reason"]:
                 break
             lr = schedule.apply(opts, epoch)
+            prepare = time.perf_counter()
+            epoch_rows = data.epoch(epoch)  # negatives and shuffle count as training time
+            prepare = time.perf_counter() - prepare
             with sparse_embeddings(model, lazy):
                 loss, rows, seconds = _train_epoch(
-                    model, opts, data.epoch(epoch), config, epoch, progress, packed, lazy
+                    model, opts, epoch_rows, config, epoch, progress, packed, lazy
                 )
+            seconds += prepare
+            del epoch_rows
             if packed is not None and not packed.intact():  # pragma: no cover - safety net
                 raise RuntimeError("gradients were replaced during training (flat packing)")
             state["train_seconds"] += seconds
