@@ -63,6 +63,7 @@ def test_train_writes_model_and_report(trained):
     out, metrics = trained
     for key in ("HR@10", "NDCG@10", "full_HR@10", "full_NDCG@10", "train_seconds"):
         assert isinstance(metrics[key], float)
+    assert metrics["samples_per_s"] > 0  # the speed a user sees without the benchmark
     assert metrics["epochs"] == 2
     assert (out / "model" / "model.safetensors").is_file()
     assert json.loads((out / "metrics.json").read_text())["HR@10"] == metrics["HR@10"]

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
+from ncf.kernels import scatter_add_rows
 from ncf.models.init import check_initialiser, initialise
 
 _SCORE_BLOCK = 1 << 22  # (user, item) pairs per chunk in the generic score_users
@@ -46,11 +47,39 @@ def embedding(rows: int, dim: int, sparse: bool = False) -> nn.Embedding:
     return skip_init(nn.Embedding, rows, dim, sparse=sparse)
 
 
+class _GatherRows(torch.autograd.Function):
+    """``weight[idx]`` whose backward is one compiled scatter-add loop (CPU float32)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.rows = weight.shape[0]
+        return weight.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (idx,) = ctx.saved_tensors
+        out = torch.zeros(ctx.rows, grad.shape[1])
+        scatter_add_rows(idx.numpy(), grad.contiguous().numpy(), out.numpy())
+        return out, None
+
+
 def lookup(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``idx`` of ``emb``. Dense tables use ``index_select``, whose backward (an
-    ``index_add``) is several times faster on CPU than ``embedding``'s sort-based one for
-    small embedding sizes; sparse tables keep ``embedding`` for sparse gradients."""
-    return emb(idx) if emb.sparse else emb.weight.index_select(0, idx)
+    """Rows ``idx`` of ``emb``. Sparse tables use ``embedding`` (sparse gradients). Dense
+    tables use a gather whose backward is a compiled scatter-add on CPU (torch's
+    ``index_add``/``embedding`` backward cost several times more for narrow rows), else
+    ``index_select``."""
+    if emb.sparse:
+        return emb(idx)
+    w = emb.weight
+    if (
+        w.requires_grad
+        and torch.is_grad_enabled()
+        and w.device.type == "cpu"
+        and (w.dtype == torch.float32 and idx.dtype == torch.int64)
+    ):
+        return _GatherRows.apply(w, idx)
+    return w.index_select(0, idx)
 
 
 class RecModel(nn.Module):
@@ -237,6 +266,15 @@ class Tower(nn.Module):
             h = torch.relu(norm(h)) if self.bn_before else norm(torch.relu(h))
             x = drop(h)
         return x
+
+    def forward_pair(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """``forward(cat([left, right], 1))`` without building the concatenation: the first
+        layer is applied to each half (two matmuls into one pre-activation)."""
+        lin = self.linears[0]
+        d = left.shape[1]
+        pre = torch.addmm(lin.bias, left, lin.weight[:, :d].t())
+        pre = torch.addmm(pre, right, lin.weight[:, d:].t())
+        return self.forward(pre, first=pre)
 
     def forward_items(self, user_part: torch.Tensor, item_part: torch.Tensor) -> torch.Tensor:
         """Outputs for every (user, item) combination: (B, n_items, out_dim).

@@ -81,8 +81,9 @@ class MLP(RecModel):
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The last hidden layer's output (used by NeuMF)."""
-        x = torch.cat([lookup(self.user_embedding, users), lookup(self.item_embedding, items)], 1)
-        return self.tower(x)
+        return self.tower.forward_pair(
+            lookup(self.user_embedding, users), lookup(self.item_embedding, items)
+        )
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.output(self.features(users, items)).squeeze(1)

@@ -94,8 +94,12 @@ class NeuMF(RecModel):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         g = lookup(self.gmf_user, users) * lookup(self.gmf_item, items)
-        m = self.tower(torch.cat([lookup(self.mlp_user, users), lookup(self.mlp_item, items)], 1))
-        return self.output(torch.cat([g, m], 1)).squeeze(1)
+        m = self.tower.forward_pair(lookup(self.mlp_user, users), lookup(self.mlp_item, items))
+        # output([g, m]) without the concatenation: one matmul per half
+        w, k = self.output.weight, g.shape[1]
+        return torch.addmm(torch.addmm(self.output.bias, g, w[:, :k].t()), m, w[:, k:].t()).squeeze(
+            1
+        )
 
     def score_users(self, users: object) -> torch.Tensor:
         users = self._user_index(users)

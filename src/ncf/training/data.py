@@ -50,12 +50,19 @@ class EpochRows:
         """int64 users, int64 items and float32 labels of shuffled rows ``start:stop``."""
         src = self.source
         if self.group:  # shuffled positives, each followed by its own negatives
-            r = torch.arange(start, stop)
-            j = r % self.group
-            pos = self.perm[r // self.group].long()
-            neg = (j - 1).clamp_(min=0) * len(src.pos_users) + pos
-            items = torch.where(j == 0, src.pos_items[pos], self.neg_items[neg]).long()
-            return src.pos_users[pos].long(), items, (j == 0).float()
+            g, n_pos = self.group, len(src.pos_users)
+            first, last = start // g, -(-stop // g)
+            pos = self.perm[first:last].long()  # the positives whose groups overlap the rows
+            block = torch.empty(len(pos), g, dtype=torch.int32)
+            block[:, 0] = src.pos_items[pos]
+            for j in range(1, g):  # negative j of positive p sits at (j - 1) * n_pos + p
+                block[:, j] = self.neg_items[pos + (j - 1) * n_pos]
+            offset = start - first * g
+            keep = slice(offset, offset + stop - start)
+            labels = torch.zeros(len(pos), g)
+            labels[:, 0] = 1.0
+            users = src.pos_users[pos].long().repeat_interleave(g)[keep]
+            return users, block.view(-1)[keep].long(), labels.view(-1)[keep]
         idx = self.perm[start:stop].long()
         n_pos, n_neg = len(src.pos_users), len(self.neg_items)
         if n_neg == 0:

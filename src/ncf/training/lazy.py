@@ -21,37 +21,13 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-import numba
 import numpy as np
 import torch
 from torch import nn
 
+from ncf.kernels import sum_rows
+
 LAZY_OPTIMIZERS = ("adam", "adagrad")
-
-
-@numba.njit(cache=True, nogil=True)
-def _sum_rows(idx, grad, slot, touched, compact):  # noqa: ANN001, ANN202
-    """Sum the batch's gradient rows per table row into ``compact`` (last column: how often
-    the row occurs). ``slot`` maps a table row to its place (-1 between calls). Returns the
-    number of distinct rows; ``touched`` lists them in order of first occurrence."""
-    d = grad.shape[1]
-    count = 0
-    for r in range(idx.shape[0]):
-        i = idx[r]
-        s = slot[i]
-        if s < 0:
-            s = count
-            slot[i] = s
-            touched[s] = i
-            count += 1
-            for k in range(d + 1):
-                compact[s, k] = 0.0
-        for k in range(d):
-            compact[s, k] += grad[r, k]
-        compact[s, d] += 1.0
-    for s in range(count):
-        slot[touched[s]] = -1
-    return count
 
 
 class RowAdam(torch.optim.Optimizer):
@@ -61,7 +37,7 @@ class RowAdam(torch.optim.Optimizer):
     ``sqrt(v)``), without coalescing the gradient first. Extra group options:
     ``row_decay`` (gradient ``row_decay * w`` added per occurrence of a row: the trainer's
     per-example L2) and ``clamp_min`` (clip updated rows from below: the non-negative
-    constraint). State: ``step`` and ``moments`` (rows ``[exp_avg, exp_avg_sq]``).
+    constraint). State names match torch's: ``step``, ``exp_avg``, ``exp_avg_sq``.
     """
 
     def __init__(
@@ -115,31 +91,32 @@ class RowAdam(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)
-                    # exp_avg and exp_avg_sq of a row side by side: one memory region per row
-                    state["moments"] = torch.zeros(p.shape[0], 2, p.shape[1])
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
                 state["step"] += 1
                 t = float(state["step"])
                 step_size = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
                 idx = grad._indices()[0].contiguous().numpy()
                 values = grad._values().contiguous().numpy().reshape(len(idx), -1)
                 slot, touched, compact = self._buffers(p, len(idx))
-                count = _sum_rows(idx, values, slot, touched, compact)
+                count = sum_rows(idx, values, slot, touched, compact)
                 rows = torch.from_numpy(touched[:count])
                 dim = p.shape[1]
                 grads = torch.from_numpy(compact[:count, :dim])
-                table, moments = p.detach(), state["moments"]
+                table = p.detach()
                 w_rows = table.index_select(0, rows)
-                m_rows = moments.index_select(0, rows)
+                exp_avg = state["exp_avg"].index_select(0, rows)
+                exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
                 if group["row_decay"]:
                     occurrences = torch.from_numpy(compact[:count, dim:])
                     grads.addcmul_(w_rows, occurrences, value=group["row_decay"])
-                exp_avg, exp_avg_sq = m_rows[:, 0], m_rows[:, 1]
                 exp_avg.lerp_(grads, 1.0 - b1)
                 exp_avg_sq.mul_(b2).addcmul_(grads, grads, value=1.0 - b2)
                 w_rows.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
                 if clamp_min is not None:
                     w_rows.clamp_(min=clamp_min)
-                moments.index_copy_(0, rows, m_rows)
+                state["exp_avg"].index_copy_(0, rows, exp_avg)
+                state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
                 table.index_copy_(0, rows, w_rows)
 
 
