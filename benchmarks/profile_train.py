@@ -22,7 +22,7 @@ from ncf.models import build_model
 from ncf.models.presets import resolve
 from ncf.training import TrainConfig
 from ncf.training.data import EpochData
-from ncf.training.lazy import RowAdam, sparse_embeddings, use_lazy_updates
+from ncf.training.lazy import RowAdam, lazy_tables, sparse_embeddings
 from ncf.training.optim import make_optimizers
 
 
@@ -42,15 +42,15 @@ def profile(
     )
     config = TrainConfig(**tp)
     model = build_model(kind, *data.shape, **mp)
-    lazy = use_lazy_updates(model, config)
+    lazy = lazy_tables(model, config)
     times: dict[str, float] = defaultdict(float)
     t0 = time.perf_counter()
-    epoch_data = EpochData(data, config, lazy)
+    epoch_data = EpochData(data, config, bool(lazy))
     rows = epoch_data.epoch(1)
     times["sampling (per epoch)"] = time.perf_counter() - t0
     n_epoch_batches = -(-len(rows) // config.batch_size)
     bs = config.batch_size
-    with sparse_embeddings(model, lazy):
+    with sparse_embeddings(lazy):
         opts, packed = make_optimizers(model, config)
         row_groups = [g for o in opts if isinstance(o, RowAdam) for g in o.param_groups]
         sparse = [e.weight for e in model.embeddings() if e.sparse]
@@ -72,8 +72,10 @@ def profile(
             t3 = time.perf_counter()
             loss.backward()
             t4 = time.perf_counter()
-            if config.l2 and not lazy:
+            if config.l2:
                 for emb, side in model.embedding_pairs():
+                    if emb.sparse:
+                        continue
                     idx = users if side == "user" else items
                     counts = torch.bincount(idx, minlength=emb.num_embeddings).unsqueeze(1)
                     emb.weight.grad.addcmul_(emb.weight.detach(), counts, value=2 * config.l2 / bs)
@@ -89,7 +91,7 @@ def profile(
             times["optimiser"] += t6 - t5
     out = {k: 1e3 * v / batches for k, v in times.items() if k != "sampling (per epoch)"}
     out["sampling + shuffle (per batch)"] = 1e3 * times["sampling (per epoch)"] / n_epoch_batches
-    out["_lazy"] = float(lazy)
+    out["_lazy"] = float(len(lazy))
     out["_batch"] = float(bs)
     return out
 
@@ -113,7 +115,7 @@ def main() -> None:
     res = profile(data, args.model, args.updates, args.batches, args.seed, **extra)
     lazy, bs = res.pop("_lazy"), res.pop("_batch")
     total = sum(res.values())
-    mode = "lazy" if lazy else "dense"
+    mode = f"{lazy:.0f} lazy tables, the rest dense"
     print(
         f"{args.model} on {args.data}, batch {bs:.0f}, {mode} embedding updates, "
         f"{args.threads} threads: {total:.2f} ms per batch = {bs / total * 1e3:,.0f} samples/s"

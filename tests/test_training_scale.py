@@ -10,7 +10,7 @@ from ncf.data import make_synthetic, train_validation_test
 from ncf.models import GMF, NeuMF
 from ncf.training import TrainConfig, fit_model
 from ncf.training.data import EpochData
-from ncf.training.lazy import RowAdam, use_lazy_updates
+from ncf.training.lazy import RowAdam, lazy_tables
 from ncf.training.optim import make_optimizers
 
 
@@ -77,13 +77,16 @@ def test_row_adam_decay_is_per_occurrence_l2_and_clamp_holds():
 
 def test_auto_chooses_lazy_for_large_tables_only(split):
     small = GMF(*split.train.shape, factors=8)
-    assert not use_lazy_updates(small, quick(batch_size=4096))
-    assert use_lazy_updates(small, quick(batch_size=16))  # 700 rows > 4 * 16
-    assert not use_lazy_updates(small, quick(batch_size=16, optimizer="sgd"))
-    assert not use_lazy_updates(small, quick(batch_size=16, l2=1e-3, l2_scope="table"))
-    assert not use_lazy_updates(small, quick(batch_size=16, embedding_updates="dense"))
+    assert split.train.shape == (300, 400)
+    assert lazy_tables(small, quick(batch_size=4096)) == []
+    assert lazy_tables(small, quick(batch_size=16)) == [small.user_embedding, small.item_embedding]
+    assert lazy_tables(small, quick(batch_size=90)) == [small.item_embedding]  # 400 > 360 > 300
+    assert lazy_tables(small, quick(batch_size=16, optimizer="sgd")) == []
+    assert lazy_tables(small, quick(batch_size=16, l2=1e-3, l2_scope="table")) == []
+    assert lazy_tables(small, quick(batch_size=16, embedding_updates="dense")) == []
+    assert len(lazy_tables(small, quick(batch_size=4096, embedding_updates="lazy"))) == 2
     with pytest.raises(ValueError, match="lazy.*optimizer 'adadelta'"):
-        use_lazy_updates(small, quick(embedding_updates="lazy", optimizer="adadelta"))
+        lazy_tables(small, quick(embedding_updates="lazy", optimizer="adadelta"))
     with pytest.raises(ValueError, match="embedding_updates"):
         quick(embedding_updates="sometimes")
     with pytest.raises(ValueError, match="shuffle"):
@@ -156,3 +159,14 @@ def test_lazy_and_dense_reach_similar_quality(split):
     best = {m: max(h["val_HR@10"] for h in r.history) for m, r in res.items()}
     assert abs(best["dense"] - best["lazy"]) < 0.08, best
     assert np.isfinite(res["lazy"].history[-1]["loss"])
+
+
+def test_mixed_lazy_and_dense_tables_train_with_l2_and_nonneg(split):
+    cfg = quick(epochs=3, batch_size=90, l2=1e-4, seed=2)  # items lazy, users dense
+    model = GMF(*split.train.shape, factors=8, nonneg=True)
+    before = model.user_embedding.weight.detach().clone()
+    res = fit_model(model, split.train, cfg, split.validation)
+    assert not torch.equal(before, res.model.user_embedding.weight)
+    for e in res.model.embeddings():
+        assert not e.sparse and float(e.weight.detach().min()) >= 0.0
+    assert res.history[-1]["val_HR@10"] > 0.2

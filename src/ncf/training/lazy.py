@@ -120,22 +120,19 @@ class RowAdam(torch.optim.Optimizer):
                 table.index_copy_(0, rows, w_rows)
 
 
-def embedding_table_rows(model: nn.Module) -> int:
-    """Rows across the model's embedding tables."""
-    return sum(m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding))
+def lazy_tables(model: nn.Module, config: Any) -> list[nn.Embedding]:
+    """The embedding tables updated row-wise (see ``TrainConfig.embedding_updates``).
 
-
-def use_lazy_updates(model: nn.Module, config: Any) -> bool:
-    """Whether training updates embeddings row-wise (see ``TrainConfig.embedding_updates``).
-
-    "auto" chooses lazy updates when a dense step would cost more than a row-wise one: the
-    tables hold more than 4 rows per batch row (e.g. ML-20M at batch 8192), the optimiser
-    has a lazy form (Adam, Adagrad), and nothing needs whole tables every step (an L2 on
-    whole tables, weight decay).
+    "lazy": every table; "dense": none; "auto": each table with more than 4 rows per batch
+    row (a dense step would cost more than a row-wise one: e.g. ML-20M's 138k users at batch
+    16384, while its 27k items stay dense), provided the optimiser has a lazy form (Adam,
+    Adagrad) and nothing needs whole tables every step (an L2 on whole tables, weight decay).
+    Tables the model already built sparse are not listed (they always are).
     """
     mode = config.embedding_updates
-    if mode == "dense":
-        return False
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding) and not m.sparse]
+    if mode == "dense" or not tables:
+        return []
     reasons = []
     if config.optimizer not in LAZY_OPTIMIZERS:
         reasons.append(f"optimizer {config.optimizer!r} (lazy updates: {LAZY_OPTIMIZERS})")
@@ -146,20 +143,19 @@ def use_lazy_updates(model: nn.Module, config: Any) -> bool:
     if mode == "lazy":
         if reasons:
             raise ValueError("embedding_updates='lazy' does not work with " + "; ".join(reasons))
-        return True
-    return not reasons and embedding_table_rows(model) > 4 * config.batch_size
+        return tables
+    if reasons:
+        return []
+    return [m for m in tables if m.num_embeddings > 4 * config.batch_size]
 
 
 @contextlib.contextmanager
-def sparse_embeddings(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Make the model's embedding tables emit sparse (row) gradients while training."""
-    tables = [m for m in model.modules() if isinstance(m, nn.Embedding) and not m.sparse]
-    if enabled:
-        for m in tables:
-            m.sparse = True
+def sparse_embeddings(tables: list[nn.Embedding]) -> Iterator[None]:
+    """Make these embedding tables emit sparse (row) gradients while training."""
+    for m in tables:
+        m.sparse = True
     try:
         yield
     finally:
-        if enabled:
-            for m in tables:
-                m.sparse = False
+        for m in tables:
+            m.sparse = False

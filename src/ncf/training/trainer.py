@@ -33,7 +33,7 @@ from ncf.training.data import (
     probe_spread,
 )
 from ncf.training.fast_mlp import MLPStep, supports_fast_step
-from ncf.training.lazy import RowAdam, sparse_embeddings, use_lazy_updates
+from ncf.training.lazy import RowAdam, lazy_tables, sparse_embeddings
 from ncf.training.optim import FlatParameters, make_optimizers
 from ncf.training.schedules import LRSchedule
 
@@ -76,7 +76,7 @@ def _train_epoch(
     epoch: int,
     progress: cb.ProgressDisplay,
     packed: FlatParameters | None = None,
-    lazy: bool = False,
+    lazy: list | None = None,
 ) -> tuple[float, int, float]:
     """One pass over the epoch's rows; returns (mean loss, rows seen, seconds).
 
@@ -94,12 +94,17 @@ def _train_epoch(
     # lazy (row-wise) updates fold it into the optimiser (``row_decay``); tables a user
     # built sparse go through autograd so their gradients stay sparse.
     l2 = config.l2
+    row_wise = {id(e.weight) for e in lazy or []}
     by_rows = [(e.weight, side) for e, side in model.embedding_pairs()] if l2 else []
     autograd_l2 = l2 if (l2 and config.l2_scope == "batch" and model.sparse) else 0.0
-    dense_rows = config.l2_scope == "batch" and not model.sparse and not lazy
-    grad_rows = by_rows if dense_rows else []
+    dense_rows = config.l2_scope == "batch" and not model.sparse
+    grad_rows = [(w, s) for w, s in by_rows if id(w) not in row_wise] if dense_rows else []
     tables = [(w.detach(), w.grad) for w, _ in by_rows] if config.l2_scope == "table" else []
-    clamp = [e.weight.detach() for e in model.embeddings()] if model.nonneg and not lazy else []
+    clamp = [
+        e.weight.detach()
+        for e in model.embeddings()
+        if model.nonneg and id(e.weight) not in row_wise
+    ]
     region = packed.region([e.weight for e in model.embeddings()]) if packed else None
     if region is not None:  # embeddings contiguous in the flat buffer: one op instead of many
         tables = [region] if tables else []
@@ -247,10 +252,10 @@ def fit_model(
         raise ValueError("l2_scope='table' would make sparse gradients dense; use 'batch'")
     callbacks = list(callbacks or [])
     messages: list[str] = []
-    lazy = use_lazy_updates(model, config)
-    data = EpochData(train, config, lazy)
+    lazy = lazy_tables(model, config)
+    data = EpochData(train, config, bool(lazy))
     val = ValidationSet(train, validation, config) if validation is not None else None
-    with sparse_embeddings(model, lazy):
+    with sparse_embeddings(lazy):
         opts, packed = make_optimizers(model, config)
     monitor, schedule, stopper, entropy, history, state = watch_setup(
         config, val is not None, data.positive_fraction, messages
@@ -275,7 +280,7 @@ def fit_model(
             prepare = time.perf_counter()
             epoch_rows = data.epoch(epoch)  # negatives and shuffle count as training time
             prepare = time.perf_counter() - prepare
-            with sparse_embeddings(model, lazy):
+            with sparse_embeddings(lazy):
                 loss, rows, seconds = _train_epoch(
                     model, opts, epoch_rows, config, epoch, progress, packed, lazy
                 )
