@@ -33,15 +33,18 @@ def generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 class EpochRows:
     """One epoch's rows in shuffled order, materialised a chunk at a time.
 
-    Holds only a permutation (int32 where it fits) over ``[positives | negatives]`` and the
-    negative items; users and labels are derived per chunk. An ML-20M-sized epoch (100M
-    rows) costs ~0.7 GB instead of the ~4 GB of shuffled int64 copies.
+    Holds an int32 permutation (int64 past 2**31 rows) and int32 negative items. With
+    ``group`` (positives shuffled, each followed by its negatives) the permutation covers
+    positives only and rows are derived per chunk: an ML-20M-sized epoch (100M rows) costs
+    ~0.4 GB instead of the ~4 GB of shuffled int64 copies. Otherwise the permutation covers
+    every row of ``[positives | negatives]`` (int32 users and items of all rows are kept).
     """
 
     def __init__(
         self, source: EpochData, neg_items: torch.Tensor, perm: torch.Tensor, group: int = 0
     ) -> None:
         self.source, self.neg_items, self.perm, self.group = source, neg_items, perm, group
+        self._all: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.perm) * self.group if self.group else len(self.perm)
@@ -63,24 +66,15 @@ class EpochRows:
             labels[:, 0] = 1.0
             users = src.pos_users[pos].long().repeat_interleave(g)[keep]
             return users, block.view(-1)[keep].long(), labels.view(-1)[keep]
-        idx = self.perm[start:stop].long()
-        n_pos, n_neg = len(src.pos_users), len(self.neg_items)
-        if n_neg == 0:
-            return src.pos_users[idx].long(), src.pos_items[idx].long(), torch.ones(len(idx))
-        is_pos = idx < n_pos
-        pos = idx.clamp(max=n_pos - 1)
-        neg = (idx - n_pos).clamp_(min=0)
-        if src.neg_users is not None:  # given negatives carry their users
-            neg_users = src.neg_users[neg]
-        else:  # sampled: negative q belongs to positive q mod (positives that have negatives)
-            n_src = len(src.neg_source) if src.neg_source is not None else n_pos
-            owner = neg % n_src
-            if src.neg_source is not None:
-                owner = src.neg_source[owner]
-            neg_users = src.pos_users[owner]
-        users = torch.where(is_pos, src.pos_users[pos], neg_users).long()
-        items = torch.where(is_pos, src.pos_items[pos], self.neg_items[neg]).long()
-        return users, items, is_pos.float()
+        if self._all is None:  # every row's user and item, in epoch order before shuffling
+            self._all = (
+                torch.cat([src.pos_users, src.negative_users(len(self.neg_items))]),
+                torch.cat([src.pos_items, self.neg_items]),
+            )
+        idx = self.perm[start:stop]
+        users, items = self._all
+        labels = (idx < len(src.pos_users)).float()
+        return users[idx].long(), items[idx].long(), labels
 
     def materialise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All rows at once (small data, tests)."""
@@ -130,6 +124,16 @@ class EpochData:
             and self.neg_source is None
             and len(self.pos_users) > 0
         )
+
+    def negative_users(self, n_neg: int) -> torch.Tensor:
+        """The user of each negative (int32): given ones, or those of the positives they
+        were drawn for (all first negatives, then all second negatives, ...)."""
+        if self.neg_users is not None:
+            return self.neg_users
+        if n_neg == 0:
+            return torch.empty(0, dtype=torch.int32)
+        owners = self.pos_users if self.neg_source is None else self.pos_users[self.neg_source]
+        return owners.repeat(n_neg // len(owners))
 
     def _negatives(self, epoch: int) -> torch.Tensor:
         """Negative items for ``epoch`` (int32), in the sampler's per-positive layout."""
