@@ -170,3 +170,11 @@ def test_mixed_lazy_and_dense_tables_train_with_l2_and_nonneg(split):
     for e in res.model.embeddings():
         assert not e.sparse and float(e.weight.detach().min()) >= 0.0
     assert res.history[-1]["val_HR@10"] > 0.2
+
+
+def test_mlp_with_a_lazy_table_trains(split):
+    from ncf.models import MLP
+
+    cfg = quick(epochs=2, batch_size=90, l2=1e-4)  # the item table is updated lazily
+    res = fit_model(MLP(*split.train.shape, embedding_size=8, layers=[16, 8]), split.train, cfg)
+    assert len(res.history) == 2 and np.isfinite(res.history[-1]["loss"])

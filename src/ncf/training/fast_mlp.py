@@ -23,8 +23,8 @@ _threshold_backward = torch.ops.aten.threshold_backward
 
 def supports_fast_step(model: nn.Module) -> bool:
     """Dense ``MLP`` models whose tower uses only our Dropout, BatchNorm1d and Identity."""
-    if type(model) is not MLP or model.sparse:
-        return False
+    if type(model) is not MLP or model.sparse or any(e.sparse for e in model.embeddings()):
+        return False  # sparse (lazily updated) tables take autograd's sparse gradients
     mods = [*model.tower.norms, *model.tower.drops]
     return all(isinstance(m, nn.BatchNorm1d | nn.Identity | Dropout) for m in mods)
 
