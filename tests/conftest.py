@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NCF_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -18,3 +19,13 @@ def data_dir() -> Path:
         pytest.skip(f"real data not found under {SHARED_DATA}")
     os.environ.setdefault("NCF_DATA_DIR", str(SHARED_DATA))
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread avoids spin-waiting when the machine is shared
+    (use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,14 +17,7 @@ from ncf.models.presets import PRESETS, resolve
 from ncf.training import ModelScorer, TrainConfig, fit_model, fit_neumf_pretrained
 from ncf.training.schedules import LRSchedule
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids spin-waiting when the machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

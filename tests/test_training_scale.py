@@ -13,13 +13,7 @@ from ncf.training.data import EpochData
 from ncf.training.lazy import RowAdam, lazy_tables
 from ncf.training.optim import make_optimizers
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

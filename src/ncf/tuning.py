@@ -57,7 +57,7 @@ _TRAINING: Space = {
     "l2": ("float", 1e-8, 1e-3, True),
     "negatives": ("int", 2, 12),
     # Batches below 2048 rows are several times slower per epoch on CPU for no gain here.
-    "batch_size": ("categorical", [2048, 4096, 8192]),
+    "batch_size": ("categorical", [2048, 4096, 8192, 16384]),
 }
 SEARCH_SPACES: dict[str, Space] = {
     "mf": {
