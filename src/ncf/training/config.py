@@ -39,8 +39,9 @@ class TrainConfig:
             ``embeddings_regularizer``, as the seed recipe).
         embedding_updates: "dense" (the optimiser updates whole embedding tables every
             step), "lazy" (only the rows the batch used: Adam as ``SparseAdam``, Adagrad) or
-            "auto" (lazy when the tables hold more than 4 rows per batch row and the
-            optimiser has a lazy form: large catalogues, e.g. ML-20M; dense otherwise).
+            "auto" (per table: lazy for tables with more than 4 rows per batch row and
+            at least 1M parameters when the optimiser has a lazy form, e.g. ML-20M's users;
+            dense otherwise).
         shuffle: "rows" (every row of an epoch shuffled independently, as the paper and the
             seed) or "positives" (positives shuffled, each followed by its own sampled
             negatives: a batch holds 1/(negatives+1) as many distinct users, which makes
