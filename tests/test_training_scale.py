@@ -85,6 +85,10 @@ def test_auto_chooses_lazy_for_large_tables_only(split):
     assert lazy_tables(big, quick(batch_size=256, l2=1e-3, l2_scope="table")) == []
     assert lazy_tables(big, quick(batch_size=256, embedding_updates="dense")) == []
     assert len(lazy_tables(small, quick(batch_size=4096, embedding_updates="lazy"))) == 2
+    off_cpu = GMF(300, 40_000, factors=32).to("meta")  # stands in for a GPU
+    assert lazy_tables(off_cpu, quick(batch_size=256)) == []
+    with pytest.raises(ValueError, match="off the CPU"):
+        lazy_tables(off_cpu, quick(embedding_updates="lazy"))
     with pytest.raises(ValueError, match="lazy.*optimizer 'adadelta'"):
         lazy_tables(small, quick(embedding_updates="lazy", optimizer="adadelta"))
     with pytest.raises(ValueError, match="embedding_updates"):

@@ -144,6 +144,8 @@ def lazy_tables(model: nn.Module, config: Any) -> list[nn.Embedding]:
         reasons.append("l2_scope='table' (an L2 on whole tables touches every row)")
     if config.weight_decay:
         reasons.append("weight_decay (decays every row every step)")
+    if any(m.weight.device.type != "cpu" for m in tables):
+        reasons.append("tables off the CPU (RowAdam runs on the CPU)")
     if mode == "lazy":
         if reasons:
             raise ValueError("embedding_updates='lazy' does not work with " + "; ".join(reasons))
