@@ -2,7 +2,9 @@
 
 torch's ``index_add_``/``scatter_add_`` (the backward of a row gather) costs several times
 more than a plain loop on CPU for the narrow rows of recommender embeddings; these loops
-are that plain loop, compiled once and cached.
+are that plain loop. They are compiled on first use in each process (under a second) and
+not cached on disk: processes compiling into numba's cache at the same time (the ranks of a
+distributed run) can corrupt it and crash (numba issue 4807).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(nogil=True, fastmath=True)
 def scatter_add_rows(idx: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """``out[idx[r]] += rows[r]`` for every r, in order (duplicates accumulate)."""
     d = rows.shape[1]
@@ -21,7 +23,7 @@ def scatter_add_rows(idx: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None
             out[i, k] += rows[r, k]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def sum_rows(idx, grad, slot, touched, compact):  # noqa: ANN001, ANN201
     """Sum gradient rows per table row into ``compact`` (last column: how often the row
     occurs). ``slot`` maps a table row to its place (-1 between calls). Returns the number

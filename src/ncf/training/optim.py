@@ -127,20 +127,26 @@ def make_optimizers(
 
     Dense models: all trainable parameters are packed into one tensor (``FlatParameters``)
     and the optimiser runs its fused (Adam, AdamW, SGD, Adagrad) or foreach (Adadelta)
-    kernel on it. Sparse embeddings: SparseAdam for them and Adam for the rest, or Adagrad.
+    kernel on it. Tables made sparse for lazy updates (``lazy.sparse_embeddings``): RowAdam
+    (or sparse Adagrad) for them, the packed fused optimiser for the rest. Models built
+    ``sparse=True``: SparseAdam for their tables and Adam for the rest, or Adagrad.
     """
     name = config.optimizer
     sparse = _sparse_params(model)
     ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-    if flat and dense and name != "sparse_adam":
+    # Tables the trainer made sparse for lazy updates get RowAdam and the dense rest is
+    # packed; a model built sparse=True keeps torch's SparseAdam / Adagrad (the layout the
+    # distributed trainer shares checkpoints with).
+    lazy = bool(sparse) and not getattr(model, "sparse", False)
+    if flat and dense and name != "sparse_adam" and (lazy or not sparse):
         packed = FlatParameters(dense)
-        return _make(model, config, sparse, [packed.param]), packed
-    return _make(model, config, sparse, dense), None
+        return _make(model, config, sparse, [packed.param], lazy), packed
+    return _make(model, config, sparse, dense, lazy), None
 
 
 def _make(
-    model: nn.Module, config: TrainConfig, sparse: list, dense: list
+    model: nn.Module, config: TrainConfig, sparse: list, dense: list, lazy: bool = False
 ) -> list[torch.optim.Optimizer]:
     name, lr, wd = config.optimizer, config.learning_rate, config.weight_decay
     kw: dict[str, Any] = dict(config.optimizer_params)
@@ -151,20 +157,25 @@ def _make(
                     "weight_decay is not supported with sparse embeddings and Adam; "
                     "use l2 (l2_scope='batch') instead"
                 )
-            kind = torch.optim.SparseAdam if name == "sparse_adam" else RowAdam
-            nonneg = kind is RowAdam and getattr(model, "nonneg", False)
-            clamp = {"clamp_min": 0.0} if nonneg else {}
-            opts: list[torch.optim.Optimizer] = [kind(sparse, lr=lr, **kw, **clamp)]
+            if lazy and name == "adam":
+                clamp = {"clamp_min": 0.0} if getattr(model, "nonneg", False) else {}
+                opts: list[torch.optim.Optimizer] = [RowAdam(sparse, lr=lr, **kw, **clamp)]
+                if dense:
+                    opts.append(torch.optim.Adam(dense, lr=lr, fused=True, **kw))
+                return opts
+            opts = [torch.optim.SparseAdam(sparse, lr=lr, **kw)]
             if dense:
-                opts.append(torch.optim.Adam(dense, lr=lr, fused=True, **kw))
+                opts.append(torch.optim.Adam(dense, lr=lr, **kw))
             return opts
         if name == "adagrad":
             if wd:
                 raise ValueError("weight_decay is not supported with sparse gradients; use l2")
-            opts = [torch.optim.Adagrad(sparse, lr=lr, **kw)]
-            if dense:
-                opts.append(torch.optim.Adagrad(dense, lr=lr, fused=True, **kw))
-            return opts
+            if lazy:
+                opts = [torch.optim.Adagrad(sparse, lr=lr, **kw)]
+                if dense:
+                    opts.append(torch.optim.Adagrad(dense, lr=lr, fused=True, **kw))
+                return opts
+            return [torch.optim.Adagrad([*sparse, *dense], lr=lr, **kw)]
         raise ValueError(
             f"a model with sparse=True needs optimizer 'sparse_adam', 'adam' or 'adagrad', "
             f"got {name!r}"
