@@ -72,6 +72,21 @@ def _check(k: int, ties: str, batch_size: int | None) -> None:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
 
 
+def block_ranks(
+    scores: np.ndarray,
+    valid: np.ndarray | None = None,
+    ties: Ties = "pessimistic",
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """0-based rank of column 0 (the held-out item) among the other columns of each row of
+    ``scores``; ``valid`` masks candidate columns out; ``ties`` as in `evaluate_sampled`."""
+    s_pos, s_neg = scores[:, :1], scores[:, 1:]
+    v = np.ones(s_neg.shape, bool) if valid is None else valid
+    gt = np.count_nonzero((s_neg > s_pos) & v, axis=1)
+    ge = None if ties == "optimistic" else np.count_nonzero((s_neg >= s_pos) & v, axis=1)
+    return _rank(gt, ge, ties, rng if rng is not None else np.random.default_rng(0))
+
+
 def _rank(gt: np.ndarray, ge: np.ndarray | None, ties: str, rng: np.random.Generator) -> np.ndarray:
     if ties == "optimistic" or ge is None:
         return gt
@@ -127,10 +142,7 @@ def evaluate_sampled(
         scores = score_candidate_block(scorer, users[sl], items)
         if np.isnan(scores).any():
             raise ValueError("scorer returned NaN scores; has the model diverged?")
-        s_pos, s_neg, v = scores[:, :1], scores[:, 1:], valid[sl]
-        gt = np.count_nonzero((s_neg > s_pos) & v, axis=1)
-        ge = None if ties == "optimistic" else np.count_nonzero((s_neg >= s_pos) & v, axis=1)
-        ranks[sl] = _rank(gt, ge, ties, rng)
+        ranks[sl] = block_ranks(scores, valid[sl], ties, rng)
     n_candidates = valid.sum(1) + 1
     per_user = {
         f"HR@{k}": M.hit_rate(ranks, k),

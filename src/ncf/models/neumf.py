@@ -97,9 +97,8 @@ class NeuMF(RecModel):
         m = self.tower.forward_pair(lookup(self.mlp_user, users), lookup(self.mlp_item, items))
         # output([g, m]) without the concatenation: one matmul per half
         w, k = self.output.weight, g.shape[1]
-        return torch.addmm(torch.addmm(self.output.bias, g, w[:, :k].t()), m, w[:, k:].t()).squeeze(
-            1
-        )
+        out = torch.addmm(torch.addmm(self.output.bias, g, w[:, :k].t()), m, w[:, k:].t())
+        return out.squeeze(1)
 
     def score_users(self, users: object) -> torch.Tensor:
         users = self._user_index(users)

@@ -11,6 +11,7 @@ import torch
 
 from ncf.data import Interactions, NegativeSampler
 from ncf.evaluation import metrics as M
+from ncf.evaluation.protocols import block_ranks
 from ncf.training.config import TrainConfig
 from ncf.training.scorer import ModelScorer
 
@@ -85,8 +86,8 @@ class EpochData:
     """Builds each epoch's shuffled rows: positives plus sampled (or given) negatives.
 
     Negatives for positive-only data are drawn per positive (``negatives`` each) as int32
-    items; the users of negatives follow from the sampler's layout (all first negatives,
-    then all second negatives, ...), so they are not stored.
+    items in the sampler's layout (all first negatives, then all second negatives, ...);
+    their users follow from that layout (`negative_users`).
     """
 
     def __init__(self, train: Interactions, config: TrainConfig, lazy: bool = False) -> None:
@@ -209,7 +210,7 @@ class ValidationSet:
             block = scorer.score_candidates(self.users[sl], items).astype(np.float64)
             if np.isnan(block).any():
                 raise ValueError("the model returned NaN validation scores; has it diverged?")
-            ranks = np.count_nonzero(block[:, 1:] >= block[:, :1], axis=1)
+            ranks = block_ranks(block)  # pessimistic ties
             hits += float(M.hit_rate(ranks, 10).sum())
             ndcg += float(M.ndcg(ranks, 10).sum())
             loss += float(np.logaddexp(0.0, block).sum() - block[:, 0].sum())

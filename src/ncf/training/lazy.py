@@ -4,10 +4,10 @@ Dense Adam on an embedding table reads and writes every row of the table, its gr
 both moments at every step: on an ML-20M-sized catalogue (138k users, 27k items) that is
 hundreds of MB of memory traffic per step for the few thousand rows a batch uses. Here the
 tables produce sparse gradients (``nn.Embedding(sparse=True)``: the batch's row indices and
-gradient rows, not coalesced) and ``RowAdam`` updates only those rows, in one compiled pass
-per table (numba): duplicates are summed, then each touched row's moments and weights are
-updated once. The arithmetic is ``torch.optim.SparseAdam``'s ("lazy Adam": rows a batch does
-not use keep their moments and weights), which ``tests/test_training.py`` checks.
+gradient rows, not coalesced) and ``RowAdam`` updates only those rows: one compiled pass
+(numba) sums duplicate rows, then torch's vectorised ops update each touched row's moments
+and weights once. The arithmetic is ``torch.optim.SparseAdam``'s ("lazy Adam": rows a batch
+does not use keep their moments and weights), which ``tests/test_training_scale.py`` checks.
 
 ``RowAdam`` also folds in the trainer's per-example L2 (``row_decay``: added once per
 occurrence of a row, as the dense path does) and the non-negative clip (``clamp_min``), so

@@ -110,9 +110,6 @@ def _train_epoch(
         tables = [region] if tables else []
         clamp = [region[0]] if clamp else []
     zero = packed.grad if packed is not None else None
-    row_sparse = [
-        p for opt in opts if isinstance(opt, RowAdam) for g in opt.param_groups for p in g["params"]
-    ]
     row_groups = [g for opt in opts if isinstance(opt, RowAdam) for g in opt.param_groups]
     sparse_grads = [e.weight for e in model.embeddings() if e.sparse]
     # Dense MLPs (the seed recipe at batch 16) use a hand-written step with the same gradients.
@@ -152,7 +149,7 @@ def _train_epoch(
                         w.grad = None
                 else:
                     for opt in opts:
-                        opt.zero_grad(set_to_none=bool(row_sparse))
+                        opt.zero_grad(set_to_none=bool(row_groups))
                 loss.backward()
             for w, g in tables:
                 g.add_(w, alpha=2.0 * l2)
