@@ -101,7 +101,8 @@ def child(name: str, model: str, epochs: int, seed: int, threads: int) -> dict:
     data = load_data(name, seed)
     split = train_validation_test(data, seed=seed)
     del data
-    kind, mp, tp = resolve(model, seed=seed, verbose=False, epochs=epochs)
+    # one training phase: the speed of the loop (a refit would train a second time)
+    kind, mp, tp = resolve(model, seed=seed, verbose=False, epochs=epochs, refit=False)
     net = build_model(kind, *split.train.shape, **mp)
     res = fit_model(net, split.train, TrainConfig(**tp), split.validation)
     t_eval = time.perf_counter()

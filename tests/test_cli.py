@@ -65,10 +65,12 @@ def test_train_writes_model_and_report(trained):
         assert isinstance(metrics[key], float)
     assert metrics["samples_per_s"] > 0  # the speed a user sees without the benchmark
     assert metrics["epochs"] == 2
+    # the mf preset refits on train + validation for the epochs early stopping chose
+    assert 1 <= metrics["refit_epochs"] == metrics["best_epoch"] <= 2
     assert (out / "model" / "model.safetensors").is_file()
     assert json.loads((out / "metrics.json").read_text())["HR@10"] == metrics["HR@10"]
     header = (out / "history.csv").read_text().splitlines()[0]
-    assert "loss" in header and "val_HR@10" in header
+    assert "loss" in header and "val_HR@10" in header and "phase" in header
     png = (out / "learning_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     from PIL import Image

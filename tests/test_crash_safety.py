@@ -62,8 +62,10 @@ def reference(log_file, tmp_path_factory) -> Path:
     return out
 
 
-def checkpoint_epoch(out: Path) -> int:
-    state = out / "checkpoints" / "state.json"
+def checkpoint_epoch(out: Path, phase: str) -> int:
+    """The last checkpointed epoch of ``phase``: the mf preset early-stops ("selection"),
+    then refits on train + validation ("refit"), each phase in its own folder."""
+    state = out / "checkpoints" / phase / "state.json"
     try:
         return int(json.loads(state.read_text()).get("epoch", -1))
     except (OSError, ValueError):
@@ -90,13 +92,15 @@ def assert_no_partial_files(out: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "kill_after_epoch",
-    sorted(
-        np.random.default_rng(7).choice(np.arange(0, EPOCHS - 1), size=2, replace=False).tolist()
-    ),
+    "phase, kill_after_epoch",
+    [("selection", int(np.random.default_rng(7).integers(0, EPOCHS - 1))), ("refit", 1)],
 )
-def test_sigkill_then_resume_matches_uninterrupted(log_file, reference, tmp_path, kill_after_epoch):
+def test_sigkill_then_resume_matches_uninterrupted(
+    log_file, reference, tmp_path, phase, kill_after_epoch
+):
     out = tmp_path / "run"
+    if phase == "refit":  # the kill must fall inside the refit, not after it
+        assert json.loads((reference / "metrics.json").read_text())["refit_epochs"] >= 2
     proc = subprocess.Popen(
         ncf("train", str(log_file), *TRAIN_ARGS, "--out", str(out)),
         stdout=subprocess.DEVNULL,
@@ -104,7 +108,7 @@ def test_sigkill_then_resume_matches_uninterrupted(log_file, reference, tmp_path
     )
     deadline = time.monotonic() + 240
     try:
-        while checkpoint_epoch(out) < kill_after_epoch:
+        while checkpoint_epoch(out, phase) < kill_after_epoch:
             assert proc.poll() is None, "training finished before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.01)

@@ -224,7 +224,8 @@ def train_and_evaluate(
         **flat_metrics(results),
         "train_seconds": rec.fit_summary_.train_seconds or seconds,
         "samples_per_s": rec.fit_summary_.samples_per_s,
-        "epochs": len(rec.fit_summary_.history),
+        "epochs": sum(r.get("phase") != "refit" for r in rec.fit_summary_.history),
+        "refit_epochs": sum(r.get("phase") == "refit" for r in rec.fit_summary_.history),
         "best_epoch": rec.fit_summary_.best_epoch,
         "flags": rec.fit_summary_.flags,
         "evaluation": {name: r.to_dict() for name, r in results.items()},
@@ -245,6 +246,14 @@ def train(
     negatives: Annotated[int | None, typer.Option(help="Negatives per positive.")] = None,
     l2: Annotated[float | None, typer.Option(help="L2 penalty on embeddings.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam, adamw, adagrad, ...")] = None,
+    refit: Annotated[
+        bool | None,
+        typer.Option(
+            "--refit/--no-refit",
+            help="After early stopping, train again on train + validation for the chosen "
+            "epochs (default: the preset's choice).",
+        ),
+    ] = None,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="Any parameter as key=value (repeatable).")
     ] = None,
@@ -289,6 +298,7 @@ def train(
         negatives=negatives,
         l2=l2,
         optimizer=optimizer,
+        refit=refit,
         seed=seed,
     )
     params.setdefault("checkpoint_dir", str(output / "checkpoints"))

@@ -29,13 +29,24 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def plot_learning_curves(path: Path, history: list[dict[str, Any]], title: str = "") -> None:
-    """Loss (left) and validation HR@10 / NDCG@10 (right) per epoch."""
+    """Loss (left) and validation HR@10 / NDCG@10 (right) per epoch; a refit's epochs
+    (``phase == "refit"``) are drawn as their own training-loss line."""
+    refit = [row for row in history if row.get("phase") == "refit"]
+    history = [row for row in history if row.get("phase") != "refit"]
     epochs = [row.get("epoch") for row in history]
     fig, (ax_loss, ax_rank) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for key, label in (("loss", "training loss"), ("val_loss", "validation loss")):
         values = [row.get(key) for row in history]
         if any(v is not None for v in values):
             ax_loss.plot(epochs, values, marker="o", label=label)
+    if refit:  # training again on train + validation for the chosen epochs
+        ax_loss.plot(
+            [row.get("epoch") for row in refit],
+            [row.get("loss") for row in refit],
+            marker="x",
+            linestyle="--",
+            label="training loss, refit on train + validation",
+        )
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("binary cross-entropy")
     ax_loss.legend(loc="best")

@@ -264,7 +264,9 @@ def search(
     def objective(trial: Any) -> float:
         params = {**(base_params or {}), **suggest_params(trial, kind), **fixed}
         _, model_params, train_params = resolve(model, **params, verbose=False)
-        config = TrainConfig.from_dict(train_params)
+        # a trial is scored on validation: refitting on train + validation would only cost
+        # time (the chosen configuration is refitted afterwards if it asks for it)
+        config = TrainConfig.from_dict(train_params).replace(refit=False)
         seeded = {"seed": seed} if "seed" in model_param_names(kind) else {}
         net = build_model(kind, train.n_users, train.n_items, **{**seeded, **model_params})
         pruning = PruningCallback(trial, metric)

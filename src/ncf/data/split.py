@@ -32,7 +32,7 @@ def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def _positions_within_user(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
+def positions_within_user(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
     """(position of each row within its user's block, that user's count) in canonical order."""
     counts = data.user_counts()
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -54,13 +54,13 @@ def leave_k_out(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    position, count = _positions_within_user(data)
+    position, count = positions_within_user(data)
     if data.timestamps is None:
         # Random rank within user: sort rows by (user, random key) and hold out the last k.
         key = _rng(seed).random(len(data))
         order = np.lexsort((key, data.users))
         position = np.empty_like(position)
-        position[order] = _positions_within_user(data)[0]
+        position[order] = positions_within_user(data)[0]
     eligible = count >= k + min_train
     test_mask = eligible & (position >= count - k)
     return data.subset(~test_mask), data.subset(test_mask)
@@ -88,7 +88,7 @@ def random_split(
     rng = _rng(seed)
     order = np.lexsort((rng.random(len(data)), data.users))
     rank = np.empty(len(data), np.int64)
-    rank[order] = _positions_within_user(data)[0]
+    rank[order] = positions_within_user(data)[0]
     count = data.user_counts()[data.users]
     n_test = np.minimum(np.floor(count * test_fraction).astype(np.int64), count - 1)
     test_mask = rank < n_test
@@ -151,6 +151,38 @@ def train_validation_test(
     else:
         train, valid = random_split(train, test_fraction, seed=seed + 1)
     return Split(train, test, valid)
+
+
+def merge(*parts: Interactions) -> Interactions:
+    """One `Interactions` holding every row of ``parts`` (e.g. train + validation for a
+    refit). The parts must share vocabularies; timestamps and ratings are kept when every
+    part has them; given negatives are kept from the parts that have them."""
+    if not parts:
+        raise ValueError("merge needs at least one Interactions")
+    first = parts[0]
+    for part in parts[1:]:
+        if part.user_vocab != first.user_vocab or part.item_vocab != first.item_vocab:
+            raise ValueError("merge needs parts that share vocabularies (use parts of one split)")
+
+    def joined(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    given = [p.negatives for p in parts if p.negatives is not None]
+    negatives = None
+    if given:
+        negatives = (np.concatenate([g[0] for g in given]), np.concatenate([g[1] for g in given]))
+    return Interactions(
+        np.concatenate([p.users for p in parts]),
+        np.concatenate([p.items for p in parts]),
+        first.user_vocab,
+        first.item_vocab,
+        timestamps=joined("timestamps"),
+        ratings=joined("ratings"),
+        weights=joined("weights"),
+        negatives=negatives,
+        source=first.source,
+    )
 
 
 def _check_every_user_trains(train: Interactions) -> None:

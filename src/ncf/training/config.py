@@ -32,6 +32,11 @@ class TrainConfig:
         negatives: sampled negatives per positive (positive-only data).
         resample_negatives: draw fresh negatives every epoch (True) or once (the seed recipe).
         sampling_alpha: 0 = uniform negatives; > 0 = popularity ** alpha.
+        recency_boost: weight a user's recent positives (and their sampled negatives) more:
+            ``1 + recency_boost * 0.5 ** (age / recency_half_life)``, normalised to mean 1,
+            where ``age`` counts the user's later interactions (`ncf.training.weights`).
+            0 = every row weighs 1; needs timestamps (without them it is off).
+        recency_half_life: interactions after which the boost halves.
         l2: L2 penalty on embeddings (its gradient is added; the logged loss excludes it).
         l2_scope: "batch": ``l2 * sum(rows ** 2) / batch_size`` over the embedding rows the
             batch uses (once per occurrence: a per-example penalty, independent of batch
@@ -60,6 +65,10 @@ class TrainConfig:
         resume: continue from the checkpoint in ``checkpoint_dir`` when there is one.
         verbose: rich progress bar on stderr.
         collapse_action: "stop" or "flag" when validation scores are (nearly) constant.
+        refit: after early stopping on validation, train again (same initial weights) on
+            train + validation for the chosen number of epochs, so the final model also
+            learns from the validation interactions (`ncf.training.refit`). Doubles the
+            training time; needs validation data (ignored without it).
         pretrain: NeuMF only: train a GMF and an MLP first and start from their weights.
         max_batches: cap on steps per epoch (None = all), for quick runs of slow recipes.
     """
@@ -73,6 +82,8 @@ class TrainConfig:
     negatives: int = 4
     resample_negatives: bool = True
     sampling_alpha: float = 0.0
+    recency_boost: float = 0.0
+    recency_half_life: float = 14.0
     l2: float = 0.0
     l2_scope: str = "batch"
     embedding_updates: str = "auto"
@@ -92,6 +103,7 @@ class TrainConfig:
     resume: bool = False
     verbose: bool = True
     collapse_action: str = "stop"
+    refit: bool = False
     pretrain: bool = False
     pretrain_alpha: float = 0.5
     max_batches: int | None = None
@@ -143,6 +155,8 @@ class TrainConfig:
         num("learning_rate", strict=True)
         for name in ("momentum", "sampling_alpha", "l2", "weight_decay", "min_delta"):
             num(name)
+        num("recency_boost")
+        num("recency_half_life", strict=True)
         num("gamma", strict=True)
         need(0.0 <= self.pretrain_alpha <= 1.0, "pretrain_alpha", "in [0, 1]")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")

@@ -14,6 +14,7 @@ from ncf.evaluation import metrics as M
 from ncf.evaluation.protocols import block_ranks
 from ncf.training.config import TrainConfig
 from ncf.training.scorer import ModelScorer
+from ncf.training.weights import recency_weights
 
 SAMPLING, SHUFFLE, DROPOUT, EVAL, PROBE = range(5)  # independent random streams
 _VALIDATION_BLOCK = 16_384  # users scored at a time during validation
@@ -77,6 +78,31 @@ class EpochRows:
         labels = (idx < len(src.pos_users)).float()
         return users[idx].long(), items[idx].long(), labels
 
+    def weights(self, start: int, stop: int) -> torch.Tensor | None:
+        """float32 loss weights of shuffled rows ``start:stop`` (each sampled negative has
+        its positive's weight; given negatives weigh 1), or None when every row weighs 1."""
+        src = self.source
+        if src.pos_weights is None:
+            return None
+        if self.group:
+            g = self.group
+            first, last = start // g, -(-stop // g)
+            offset = start - first * g
+            per_group = src.pos_weights[self.perm[first:last].long()]
+            return per_group.repeat_interleave(g)[offset : offset + stop - start]
+        idx = self.perm[start:stop].long()
+        n_pos = len(src.pos_users)
+        positive = idx < n_pos
+        out = torch.ones(len(idx))  # given negatives weigh 1
+        out[positive] = src.pos_weights[idx[positive]]
+        if src.sampler is not None:  # negative j of owner p sits at n_pos + j * n_owners + p
+            owners = src.pos_weights
+            if src.neg_source is not None:
+                owners = owners[src.neg_source]
+            negative = ~positive
+            out[negative] = owners[(idx[negative] - n_pos) % len(owners)]
+        return out
+
     def materialise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All rows at once (small data, tests)."""
         return self.rows(0, len(self))
@@ -113,6 +139,8 @@ class EpochData:
             n_neg = int(eligible.sum()) * config.negatives
         else:
             n_neg = 0
+        weights = recency_weights(train, config.recency_boost, config.recency_half_life)
+        self.pos_weights = None if weights is None else torch.from_numpy(weights)
         self.n_rows = len(self.pos_users) + n_neg
         self.positive_fraction = len(self.pos_users) / self.n_rows
         self._once: torch.Tensor | None = None

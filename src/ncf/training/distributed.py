@@ -29,6 +29,7 @@ abruptly (``os._exit(1)``) at the start of epoch E, to test that the job fails, 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import math
 import os
@@ -54,6 +55,7 @@ from ncf.training.schedules import LRSchedule
 from ncf.training.trainer import _CHECK_EVERY, FitResult, _check_finite, _watch, watch_setup
 from ncf.training.trainer import _restore as _restore_single
 from ncf.training.trainer import _save as _save_single
+from ncf.training.weights import recency_weights
 
 log = logging.getLogger("ncf.training")
 SHARD = 100  # random stream of the per-epoch permutation that deals positives out to ranks
@@ -175,6 +177,8 @@ class ShardedEpochData:
         self.sampler = None
         if self.fixed is None and config.negatives:
             self.sampler = NegativeSampler(train.csr, alpha=config.sampling_alpha)
+        weights = recency_weights(train, config.recency_boost, config.recency_half_life)
+        self.pos_weights = weights  # per positive, or None (every row weighs 1)
         n_pos = len(self.pos[0]) // world
         n_neg = len(self.fixed[0]) // world if self.fixed else n_pos * config.negatives
         if n_pos == 0:
@@ -188,25 +192,36 @@ class ShardedEpochData:
         keep = (n // self.world) * self.world
         return gen.permutation(n)[self.rank : keep : self.world]
 
-    def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def epoch(self, epoch: int) -> tuple[torch.Tensor, ...]:
+        """(users, items, labels, weights or None) of this rank's shuffled rows."""
         draw = epoch if self.config.resample_negatives or self.fixed is not None else 0
         mine = self._deal(len(self.pos[0]), draw)
         pu, pi = self.pos[0][mine], self.pos[1][mine]
+        pw = None if self.pos_weights is None else self.pos_weights[mine]
+        nw = None
         if self.fixed is not None:
             neg = self._deal(len(self.fixed[0]), draw, 1)
             nu, ni = self.fixed[0][neg], self.fixed[1][neg]
+            nw = np.ones(len(nu), np.float32)  # given negatives weigh 1
         elif self.sampler is not None:
             seed = rank_seed(self.config.seed, draw, SAMPLING, self.rank)
             nu, ni = self.sampler.sample_per_positive(pu, self.config.negatives, seed)
+            if pw is not None:  # the sampler's layout: all first negatives, then all second...
+                owners = pw[self.sampler.degree[pu] < self.sampler.n_items]
+                nw = np.tile(owners, self.config.negatives)
         else:
             nu = ni = np.empty(0, np.int64)
+            nw = np.empty(0, np.float32)
         users = torch.from_numpy(np.concatenate([pu, nu]).astype(np.int64))
         items = torch.from_numpy(np.concatenate([pi, ni]).astype(np.int64))
         labels = torch.zeros(len(users))
         labels[: len(pu)] = 1.0
         gen = torch.Generator().manual_seed(rank_seed(self.config.seed, epoch, SHUFFLE, self.rank))
         perm = torch.randperm(len(users), generator=gen)
-        return users[perm], items[perm], labels[perm]
+        weights = None
+        if pw is not None:
+            weights = torch.from_numpy(np.concatenate([pw, nw]).astype(np.float32))[perm]
+        return users[perm], items[perm], labels[perm], weights
 
 
 # ---------------------------------------------------------------------------- optimiser state
@@ -262,9 +277,15 @@ class _Objective(nn.Module):
         super().__init__()
         self.model, self.l2 = model, l2
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> tuple:
+    def forward(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        labels: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> tuple:
         out = self.model(users, items)
-        loss = F.binary_cross_entropy_with_logits(out, labels)
+        loss = F.binary_cross_entropy_with_logits(out, labels, weight=weights)
         if self.l2:
             loss = loss + (self.l2 / len(users)) * self.model.l2_batch(users, items)
         return loss, out.detach()
@@ -290,7 +311,7 @@ def _train_epoch(
     progress: cb.ProgressDisplay,
 ) -> tuple[float, int, float]:
     """One pass over this rank's rows: (mean local loss, local rows, seconds)."""
-    users, items, labels = (t.to(device) for t in data)
+    users, items, labels, weights = (None if t is None else t.to(device) for t in data)
     bs = max(1, math.ceil(config.batch_size / world))
     n_batches = math.ceil(len(users) / bs)
     if config.max_batches is not None:
@@ -310,7 +331,8 @@ def _train_epoch(
         s = b * bs
         for opt in opts:
             opt.zero_grad(set_to_none=False)
-        loss, out = ddp(users[s : s + bs], items[s : s + bs], labels[s : s + bs])
+        wb = None if weights is None else weights[s : s + bs]
+        loss, out = ddp(users[s : s + bs], items[s : s + bs], labels[s : s + bs], wb)
         loss.backward()
         for w in tables:  # same weights on every rank: added after the all-reduce
             w.grad.add_(w.detach(), alpha=2.0 * table_l2)
@@ -323,10 +345,14 @@ def _train_epoch(
             done = min(n, (b + 1) * bs)
             lo = max(0, done - _CHECK_EVERY * bs)
             _check_finite(logits[lo:done].cpu(), lo, bs, epoch)
-            so_far = float(F.binary_cross_entropy_with_logits(logits[:done], labels[:done]))
+            w_done = None if weights is None else weights[:done]
+            so_far = float(
+                F.binary_cross_entropy_with_logits(logits[:done], labels[:done], weight=w_done)
+            )
             progress.advance(b + 1, so_far, world * done / max(time.perf_counter() - start, 1e-9))
     seconds = time.perf_counter() - start
-    return float(F.binary_cross_entropy_with_logits(logits, labels[:n])), n, seconds
+    w_all = None if weights is None else weights[:n]
+    return float(F.binary_cross_entropy_with_logits(logits, labels[:n], weight=w_all)), n, seconds
 
 
 def fit_model_distributed(
@@ -357,8 +383,13 @@ def fit_model_distributed(
     dev, backend = _device_and_backend(device or os.environ.get("NCF_DEVICE", "cpu"))
     if model.sparse and backend == "nccl":
         raise ValueError("sparse embedding gradients need gloo (CPU); nccl supports dense only")
-    owns_group = init_process_group(backend)
+    owns_group = init_process_group(backend)  # both phases of a refit share the group
     try:
+        if config.refit and validation is not None:
+            from ncf.training.refit import fit_then_refit
+
+            fit = functools.partial(fit_model_distributed, device=device)
+            return fit_then_refit(fit, model, train, config, validation, callbacks)
         return _fit(model, train, config, validation, list(callbacks or []), dev)
     except RuntimeError as exc:
         if isinstance(exc, NCFError):

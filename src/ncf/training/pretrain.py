@@ -60,4 +60,5 @@ def fit_neumf_pretrained(
             f"pre-trained {name}: best epoch {r.best_epoch}, val HR@10 {best.get('val_HR@10')}"
         )
     result.train_seconds += g.train_seconds + m.train_seconds
+    result.component_epochs = {"gmf": g.best_epoch, "mlp": m.best_epoch}
     return result

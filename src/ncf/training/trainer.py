@@ -54,6 +54,7 @@ class FitResult:
     samples_per_s: float
     flags: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    component_epochs: dict[str, int] = field(default_factory=dict)  # pre-trained GMF/MLP
 
     def save_history(self, path: str | Path) -> None:
         """History as JSON (``.json``) or CSV (anything else)."""
@@ -112,8 +113,11 @@ def _train_epoch(
     zero = packed.grad if packed is not None else None
     row_groups = [g for opt in opts if isinstance(opt, RowAdam) for g in opt.param_groups]
     sparse_grads = [e.weight for e in model.embeddings() if e.sparse]
-    # Dense MLPs (the seed recipe at batch 16) use a hand-written step with the same gradients.
-    fast = MLPStep(model) if packed is not None and supports_fast_step(model) else None
+    # Dense MLPs (the seed recipe at batch 16) use a hand-written step with the same gradients
+    # (it has no per-row loss weights).
+    fast = None
+    if packed is not None and supports_fast_step(model) and data.source.pos_weights is None:
+        fast = MLPStep(model)
     gen = generator(config.seed, epoch, DROPOUT)
     model.train()
     model.set_generator(gen)
@@ -124,10 +128,12 @@ def _train_epoch(
     start = time.perf_counter()
     for c0 in range(0, n, chunk):
         users, items, labels = data.rows(c0, min(n, c0 + chunk))
+        row_weights = data.weights(c0, min(n, c0 + chunk))
         logits = torch.empty(len(users))
         for s in range(0, len(users), bs):
             b = (c0 + s) // bs
             ub, ib, yb = users[s : s + bs], items[s : s + bs], labels[s : s + bs]
+            wb = None if row_weights is None else row_weights[s : s + bs]
             if lazy and l2:
                 for group in row_groups:
                     group["row_decay"] = 2.0 * l2 / len(ub)
@@ -139,7 +145,7 @@ def _train_epoch(
                 out = fast(ub, ib, yb, [m if m is None else m[o : o + len(ub)] for m in masks])
             else:
                 out = model(ub, ib)
-                bce = F.binary_cross_entropy_with_logits(out, yb)
+                bce = F.binary_cross_entropy_with_logits(out, yb, weight=wb)
                 loss = bce
                 if autograd_l2:
                     loss = bce + (autograd_l2 / len(ub)) * model.l2_batch(ub, ib)
@@ -169,9 +175,10 @@ def _train_epoch(
                 hi = s + len(ub)
                 lo = max(0, hi - _CHECK_EVERY * bs)
                 _check_finite(logits[lo:hi], c0 + lo, bs, epoch)
+                window_weights = None if row_weights is None else row_weights[lo:hi]
                 loss_sum += float(
                     F.binary_cross_entropy_with_logits(
-                        logits[lo:hi], labels[lo:hi], reduction="sum"
+                        logits[lo:hi], labels[lo:hi], weight=window_weights, reduction="sum"
                     )
                 )
                 done = c0 + hi
@@ -222,7 +229,9 @@ def fit_model(
     """Train ``model`` on ``train`` (positives + sampled negatives, or given labelled rows).
 
     ``validation`` (carved from training, never the test set) drives early stopping, the
-    plateau schedule and the collapse / slow-learning checks.
+    plateau schedule and the collapse / slow-learning checks. With ``config.refit`` the
+    model is then trained again on train + validation for the chosen number of epochs
+    (`ncf.training.refit`).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -231,6 +240,10 @@ def fit_model(
             f"model is sized {(model.n_users, model.n_items)} but the training "
             f"data has shape {train.shape}"
         )
+    if config.refit and validation is not None:
+        from ncf.training.refit import fit_then_refit
+
+        return fit_then_refit(fit_model, model, train, config, validation, callbacks)
     if config.pretrain and model.kind == "neumf":
         from ncf.training.pretrain import fit_neumf_pretrained
 
