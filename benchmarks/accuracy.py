@@ -145,7 +145,8 @@ def main() -> None:
         res = fit_model(model, train, TrainConfig(**tp), valid)
         secs = time.perf_counter() - t0
         best_val = res.history[res.best_epoch - 1].get("val_HR@10", float("nan"))
-        note = f"{res.best_epoch}/{len(res.history)}"
+        refit = sum(h.get("phase") == "refit" for h in res.history)
+        note = f"{res.best_epoch}/{len(res.history) - refit}" + (" +refit" if refit else "")
         if res.flags:
             note += " " + ",".join(res.flags)
         rows.append((label, {**report(ModelScorer(res.model)), "val": best_val}, note, secs))

@@ -53,7 +53,13 @@ def test_fit_is_reproducible_for_a_seed(split):
 @needs_implicit
 def test_tuning_on_validation_picks_the_best_trial(split, tmp_path):
     model, study = tune_baseline(
-        "als", split.train, split.validation, n_trials=4, seed=0, storage=tmp_path / "als.db"
+        "als",
+        split.train,
+        split.validation,
+        n_trials=4,
+        seed=0,
+        storage=tmp_path / "als.db",
+        refit=False,
     )
     assert len(study.trials) == 4 and model.algorithm == "als"
     assert model.validation_["HR@10"] == pytest.approx(study.best_value)
@@ -63,10 +69,23 @@ def test_tuning_on_validation_picks_the_best_trial(split, tmp_path):
     score = ValidationScore(split.train, split.validation, seed=0)
     assert score(model)["HR@10"] == pytest.approx(model.validation_["HR@10"])
     # resuming the stored study runs only what is missing
-    _, again = tune_baseline(
+    refitted, again = tune_baseline(
         "als", split.train, split.validation, n_trials=5, seed=0, storage=tmp_path / "als.db"
     )
     assert [t.number for t in again.trials] == [0, 1, 2, 3, 4]
+    # by default the chosen parameters are refitted on train + validation: the validation
+    # positives are now training data, so they rank higher than the selection scored them
+    assert score(refitted)["HR@10"] > refitted.validation_["HR@10"]
+
+
+def test_als_recency_weights_change_the_fit_and_bpr_refuses_them(split):
+    plain = ImplicitBaseline("als", factors=8, iterations=3).fit(split.train)
+    weighted = ImplicitBaseline("als", factors=8, iterations=3, recency_boost=4.0)
+    weighted.fit(split.train)
+    assert not np.allclose(plain.item_factors_, weighted.item_factors_)
+    assert weighted.params()["recency_boost"] == 4.0
+    with pytest.raises(ValueError, match="ALS only"):
+        ImplicitBaseline("bpr", recency_boost=1.0).fit(split.train)
 
 
 def test_bad_input_and_unfitted_use():

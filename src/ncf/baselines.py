@@ -55,6 +55,9 @@ class ImplicitBaseline:
         alpha: ALS only: confidence ``1 + alpha * r`` of an observed interaction.
         learning_rate: BPR only: SGD step size.
         iterations: ALS sweeps or BPR epochs.
+        recency_boost, recency_half_life: ALS only: an interaction's ``r`` is its recency
+            weight (`ncf.training.weights`, as our models' ``recency_boost``) instead of 1,
+            so ALS can weigh recent interactions as our presets do. 0 = binary.
         seed: implicit's ``random_state``.
         num_threads: implicit's own threads (1 keeps BPR's Hogwild updates reproducible;
             0 = all cores). BLAS is limited to one thread while fitting, as implicit asks,
@@ -70,6 +73,8 @@ class ImplicitBaseline:
         alpha: float = 1.0,
         learning_rate: float = 0.01,
         iterations: int | None = None,
+        recency_boost: float = 0.0,
+        recency_half_life: float = 7.0,
         seed: int = 0,
         num_threads: int = 1,
     ) -> None:
@@ -79,6 +84,8 @@ class ImplicitBaseline:
         self.alpha = alpha
         self.learning_rate = learning_rate
         self.iterations = iterations
+        self.recency_boost = recency_boost
+        self.recency_half_life = recency_half_life
         self.seed = seed
         self.num_threads = num_threads
 
@@ -87,7 +94,11 @@ class ImplicitBaseline:
             raise ValueError(f"algorithm must be one of {BASELINES}, got {self.algorithm!r}")
         if not isinstance(self.factors, int | np.integer) or self.factors < 1:
             raise ValueError(f"factors must be a positive integer, got {self.factors!r}")
-        for name in ("regularization", "alpha", "learning_rate"):
+        if self.recency_boost and self.algorithm != "als":
+            raise ValueError("recency_boost applies to ALS only (BPR ignores weights)")
+        if not self.recency_half_life > 0:
+            raise ValueError(f"recency_half_life must be > 0, got {self.recency_half_life!r}")
+        for name in ("regularization", "alpha", "learning_rate", "recency_boost"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -98,16 +109,24 @@ class ImplicitBaseline:
     def params(self) -> dict[str, Any]:
         keys = ["factors", "regularization", "iterations", "seed"]
         keys += ["alpha"] if self.algorithm == "als" else ["learning_rate"]
+        if self.recency_boost:
+            keys += ["recency_boost", "recency_half_life"]
         return {k: getattr(self, k) for k in keys}
 
     def fit(self, train: Interactions) -> ImplicitBaseline:
-        """Fit on the user x item matrix of ``train`` (binary); returns self."""
+        """Fit on the user x item matrix of ``train`` (binary, or recency weights); returns
+        self."""
         from threadpoolctl import threadpool_limits
+
+        from ncf.training.weights import recency_weights
 
         self._validate()
         als_cls, bpr_cls = _implicit_cpu()
-        user_items = sp.csr_matrix(train.csr, dtype=np.float32, copy=True)
-        user_items.data[:] = 1.0
+        weights = recency_weights(train, self.recency_boost, self.recency_half_life)
+        if weights is None:
+            weights = np.ones(len(train), np.float32)
+        user_items = sp.csr_matrix((weights, (train.users, train.items)), shape=train.shape)
+        user_items.sum_duplicates()
         start = time.perf_counter()
         # implicit checks BLAS threads when an ALS model is built and wants one thread while
         # fitting: both happen inside this limit, which is undone on leaving it.
@@ -212,11 +231,15 @@ def tune_baseline(
     storage: str | None = None,
     study_name: str | None = None,
     num_threads: int = 1,
+    fixed: dict[str, Any] | None = None,
+    refit: bool = True,
 ) -> tuple[ImplicitBaseline, Any]:
     """Tune ALS or BPR on ``validation`` with a seeded TPE study; return (fitted best, study).
 
-    ``storage``: a SQLite path for the study (resumable), else in memory. The returned model
-    is refitted with the best parameters on ``train``.
+    ``storage``: a SQLite path for the study (resumable), else in memory. ``fixed``: other
+    `ImplicitBaseline` arguments every trial shares (e.g. ``recency_boost``). The returned
+    model is fitted with the best parameters on train + validation (``refit``, as our presets
+    refit; its ``validation_`` scores come from the fit on train alone) or on train.
     """
     from ncf.tuning import METRICS, new_study, remaining_trials
 
@@ -228,7 +251,9 @@ def tune_baseline(
 
     def objective(trial: Any) -> float:
         params = suggest_baseline(trial, algorithm)
-        model = ImplicitBaseline(algorithm, seed=seed, num_threads=num_threads, **params)
+        model = ImplicitBaseline(
+            algorithm, seed=seed, num_threads=num_threads, **{**(fixed or {}), **params}
+        )
         values = score(model.fit(train))
         trial.set_user_attr("val_HR@10", values["HR@10"])
         trial.set_user_attr("val_NDCG@10", values["NDCG@10"])
@@ -238,9 +263,15 @@ def tune_baseline(
     left = remaining_trials(study, n_trials)
     if left:
         study.optimize(objective, n_trials=left, timeout=timeout)
-    best = ImplicitBaseline(algorithm, seed=seed, num_threads=num_threads, **study.best_params)
+    chosen = {**(fixed or {}), **study.best_params}
+    best = ImplicitBaseline(algorithm, seed=seed, num_threads=num_threads, **chosen)
     best.fit(train)
-    best.validation_ = score(best)
+    scores = score(best)
+    if refit:
+        from ncf.data import merge
+
+        best.fit(merge(train, validation))
+    best.validation_ = scores
     return best, study
 
 

@@ -83,7 +83,7 @@ class TrainConfig:
     resample_negatives: bool = True
     sampling_alpha: float = 0.0
     recency_boost: float = 0.0
-    recency_half_life: float = 14.0
+    recency_half_life: float = 7.0
     l2: float = 0.0
     l2_scope: str = "batch"
     embedding_updates: str = "auto"
