@@ -8,7 +8,9 @@
   on train + validation for the chosen number of epochs (``refit=True``), and recency
   weighting (``recency_boost=4``, ``recency_half_life=7``: a user's latest interaction
   weighs 5x before normalisation, one 7 interactions older 3x; chosen on validation over
-  three splits for all four models).
+  three splits for all four models), and grouped batches (``shuffle="positives"``: each
+  positive with its own negatives; same validation accuracy as shuffling every row, and
+  faster).
 - ``ncf-gmf``, ``ncf-mlp``, ``ncf-neumf``: He et al. 2017's defaults: 8 predictive factors, MLP
   layers [64, 32, 16, 8] (32 + 32 concatenated -> 32 -> 16 -> 8), 4 negatives, Adam 1e-3,
   batch 256, embeddings N(0, 0.01).
@@ -68,6 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "refit": True,
             "recency_boost": 4.0,
             "recency_half_life": 7.0,
+            "shuffle": "positives",
         },
     },
     "gmf": {
@@ -85,6 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "refit": True,
             "recency_boost": 4.0,
             "recency_half_life": 7.0,
+            "shuffle": "positives",
         },
     },
     "mlp": {
@@ -101,6 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "refit": True,
             "recency_boost": 4.0,
             "recency_half_life": 7.0,
+            "shuffle": "positives",
         },
     },
     "neumf": {
@@ -118,6 +123,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "refit": True,
             "recency_boost": 4.0,
             "recency_half_life": 7.0,
+            "shuffle": "positives",
         },
     },
     "ncf-gmf": {

@@ -47,6 +47,7 @@ class EpochRows:
     ) -> None:
         self.source, self.neg_items, self.perm, self.group = source, neg_items, perm, group
         self._all: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._all_weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.perm) * self.group if self.group else len(self.perm)
@@ -90,18 +91,16 @@ class EpochRows:
             offset = start - first * g
             per_group = src.pos_weights[self.perm[first:last].long()]
             return per_group.repeat_interleave(g)[offset : offset + stop - start]
-        idx = self.perm[start:stop].long()
-        n_pos = len(src.pos_users)
-        positive = idx < n_pos
-        out = torch.ones(len(idx))  # given negatives weigh 1
-        out[positive] = src.pos_weights[idx[positive]]
-        if src.sampler is not None:  # negative j of owner p sits at n_pos + j * n_owners + p
-            owners = src.pos_weights
-            if src.neg_source is not None:
-                owners = owners[src.neg_source]
-            negative = ~positive
-            out[negative] = owners[(idx[negative] - n_pos) % len(owners)]
-        return out
+        if self._all_weights is None:  # every row's weight, in epoch order before shuffling
+            n_neg = len(self.neg_items)
+            negatives = torch.ones(n_neg)  # given negatives weigh 1
+            if src.sampler is not None and n_neg:  # negative k belongs to owner k % n_owners
+                owners = src.pos_weights
+                if src.neg_source is not None:
+                    owners = owners[src.neg_source]
+                negatives = owners.repeat(n_neg // len(owners))
+            self._all_weights = torch.cat([src.pos_weights, negatives])
+        return self._all_weights[self.perm[start:stop]]
 
     def materialise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All rows at once (small data, tests)."""
