@@ -120,7 +120,9 @@ def test_compare_shows_tuned_baselines_in_the_same_table(tmp_path, capsys):
         args = ["compare", str(csv), "--models", "mf", "--epochs", "2", "--json"]
         assert main([*args, "--baseline-trials", "2"]) == 0
         rows = json.loads(capsys.readouterr().out)["rows"]
-        assert [r["model"] for r in rows] == ["popularity", "mf", "als (tuned)", "bpr (tuned)"]
+        labels = ["popularity", "mf", "als (tuned)", "als + recency (tuned)", "bpr (tuned)"]
+        assert [r["model"] for r in rows] == labels
+        assert rows[3]["params"]["recency_boost"] == 4.0  # the presets' weights
         assert all(0.0 <= r["HR@10"] <= 1.0 and "full_NDCG@10" in r for r in rows)
         assert main([*args, "--no-baselines"]) == 0
         rows = json.loads(capsys.readouterr().out)["rows"]

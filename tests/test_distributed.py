@@ -152,14 +152,17 @@ def test_two_processes_match_one_on_ml100k(
     from ncf.recommender import Recommender
 
     common = ["ml-100k", "-m", "mf", "--epochs", "3", "--batch-size", "8192", "--seed", "0"]
-    common += ["-q", "--json", "--no-refit"]  # one training phase: DDP against one process
+    # one training phase, every row shuffled in both (DDP shards shuffle rows): like for like
+    common += ["-q", "--json", "--no-refit", "--set", "shuffle='rows'"]
     assert main(["train", *common, "--out", str(tmp_path / "one")]) == 0
     single = json.loads(capsys.readouterr().out)
     dist_out = tmp_path / "two"
     ddp = _json(_ncf(["train", *common, "--out", str(dist_out), "--workers", "2"]))
     print(f"HR@10 single {single['HR@10']:.4f}, 2 ranks {ddp['HR@10']:.4f}")
     assert ddp["epochs"] == single["epochs"] == 3
-    assert abs(ddp["HR@10"] - single["HR@10"]) <= 0.02
+    # two independent runs: the difference of two HR@10s on 943 users has a standard error
+    # of about 0.02 at HR@10 ~0.53
+    assert abs(ddp["HR@10"] - single["HR@10"]) <= 0.03
     assert ddp["HR@10"] > 0.3  # far above random (0.1)
 
     rec = Recommender.load(dist_out / "model")

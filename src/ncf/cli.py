@@ -537,7 +537,8 @@ def compare(
         bool,
         typer.Option(
             "--baselines/--no-baselines",
-            help="Add implicit's ALS and BPR, tuned on validation (needs ncf[baselines]).",
+            help="Add implicit's ALS (also with recency weights) and BPR, tuned on "
+            "validation (needs ncf[baselines]).",
         ),
     ] = True,
     baseline_trials: Annotated[
@@ -616,17 +617,28 @@ def serve(
 def _baseline_rows(
     split: Any, seed: int, n_trials: int, timeout: float | None
 ) -> list[dict[str, Any]]:
-    """Rows for ALS and BPR tuned on validation; none (with a note) without implicit."""
-    from ncf.baselines import BASELINES, INSTALL_HINT, implicit_available, tune_baseline
+    """Rows for ALS and BPR tuned on validation; none (with a note) without implicit.
+
+    With timestamps, ALS also runs with our presets' recency weights as its confidences
+    ("als + recency"), so the table compares models given the same data treatment.
+    """
+    from ncf.baselines import INSTALL_HINT, implicit_available, tune_baseline
     from ncf.evaluation.holdout import evaluate_split, flat_metrics
+    from ncf.models.presets import resolve
 
     if not implicit_available():
         err.print(f"note: skipping ALS and BPR: {INSTALL_HINT}")
         return []
     _quiet_optuna()
+    preset = resolve("mf")[2]
+    recency = {k: preset[k] for k in ("recency_boost", "recency_half_life")}
+    runs = [("als", "als", {})]
+    if split.train.timestamps is not None:
+        runs.append(("als + recency", "als", recency))
+    runs.append(("bpr", "bpr", {}))
     rows = []
-    for algorithm in BASELINES:
-        err.print(f"tuning {algorithm} (implicit) on validation: {n_trials} trials ...")
+    for label, algorithm, fixed in runs:
+        err.print(f"tuning {label} (implicit) on validation: {n_trials} trials ...")
         model, study = tune_baseline(
             algorithm,
             split.train,
@@ -634,10 +646,12 @@ def _baseline_rows(
             n_trials=n_trials,
             timeout=timeout,
             seed=seed,
+            fixed=fixed,
+            study_name=f"{label}-HR@10",
         )
         rows.append(
             {
-                "model": f"{algorithm} (tuned)",
+                "model": f"{label} (tuned)",
                 **flat_metrics(evaluate_split(model, split, seed=seed)),
                 "train_seconds": float(model.train_seconds_),
                 "validation": model.validation_,
