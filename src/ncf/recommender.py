@@ -115,7 +115,9 @@ class Recommender:
         ``validation``: "auto" carves each user's latest interaction out of ``data`` for early
         stopping when the configuration uses it; an `Interactions` sharing ``data``'s
         vocabularies uses that split; None disables validation. Items in ``data`` and in the
-        validation split both count as seen.
+        validation split both count as seen. With ``refit=True`` (our presets), the model is
+        trained again on ``data`` plus the validation split for the epochs early stopping
+        chose, so the final model has learned from both.
         """
         from ncf.training import TrainConfig, fit_model
 
