@@ -153,3 +153,30 @@ def test_zero_boost_is_exactly_unweighted_training():
 def test_bad_recency_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value}).validate()
+
+
+def test_given_negatives_weigh_one_and_positives_keep_their_recency_weight():
+    rng = np.random.default_rng(0)
+    n = 400
+    data = Interactions.from_arrays(
+        rng.integers(0, 30, n),
+        rng.integers(0, 50, n),
+        timestamps=rng.random(n),
+        labels=(rng.random(n) < 0.6).astype(int),
+    )
+    assert data.negatives is not None and len(data.negatives[0]) > 0
+    config = TrainConfig(recency_boost=4.0, recency_half_life=2.0)
+    epoch = EpochData(data, config).epoch(1)
+    users, items, labels = epoch.materialise()
+    weights = epoch.weights(0, len(epoch))
+    assert torch.all(weights[labels == 0] == 1.0)
+    own = dict(
+        zip(
+            zip(data.users.tolist(), data.items.tolist(), strict=True),
+            recency_weights(data, 4.0, 2.0).tolist(),
+            strict=True,
+        )
+    )
+    pos = labels == 1
+    got = [own[(u, i)] for u, i in zip(users[pos].tolist(), items[pos].tolist(), strict=True)]
+    np.testing.assert_allclose(weights[pos].numpy(), got, rtol=1e-6)
