@@ -69,13 +69,11 @@ def run_neural(model: str, split: Any, args: argparse.Namespace) -> dict[str, An
 def run_baseline(name: str, split: Any, args: argparse.Namespace) -> dict[str, Any]:
     """ALS or BPR; "als-recency": ALS with our presets' recency weights as its confidences."""
     from ncf.baselines import tune_baseline
-    from ncf.models.presets import resolve
+    from ncf.models.presets import RECENCY
 
     algorithm, fixed = name, {}
     if name == "als-recency":
-        train_params = resolve("mf")[2]
-        algorithm = "als"
-        fixed = {k: train_params[k] for k in ("recency_boost", "recency_half_life")}
+        algorithm, fixed = "als", RECENCY
     start = time.perf_counter()
     model, study = tune_baseline(
         algorithm,

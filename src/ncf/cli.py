@@ -624,17 +624,15 @@ def _baseline_rows(
     """
     from ncf.baselines import INSTALL_HINT, implicit_available, tune_baseline
     from ncf.evaluation.holdout import evaluate_split, flat_metrics
-    from ncf.models.presets import resolve
+    from ncf.models.presets import RECENCY
 
     if not implicit_available():
         err.print(f"note: skipping ALS and BPR: {INSTALL_HINT}")
         return []
     _quiet_optuna()
-    preset = resolve("mf")[2]
-    recency = {k: preset[k] for k in ("recency_boost", "recency_half_life")}
     runs = [("als", "als", {})]
     if split.train.timestamps is not None:
-        runs.append(("als + recency", "als", recency))
+        runs.append(("als + recency", "als", RECENCY))
     runs.append(("bpr", "bpr", {}))
     rows = []
     for label, algorithm, fixed in runs:

@@ -56,14 +56,14 @@ _PAPER_TRAIN = {
 
 # What our four defaults share: early stopping on validation HR@10, then a refit on train +
 # validation; recency weighting; each positive batched with its own negatives.
+RECENCY = {"recency_boost": 4.0, "recency_half_life": 7.0}  # also given to ALS for comparisons
 _OUR_TRAIN = {
     "optimizer": "adam",
     "epochs": 40,
     "early_stopping": "HR@10",
     "patience": 5,
     "refit": True,
-    "recency_boost": 4.0,
-    "recency_half_life": 7.0,
+    **RECENCY,
     "shuffle": "positives",
 }
 

@@ -57,21 +57,24 @@ class EpochRows:
         src = self.source
         if self.group:  # shuffled positives, each followed by its own negatives
             g, n_pos = self.group, len(src.pos_users)
-            first, last = start // g, -(-stop // g)
-            pos = self.perm[first:last].long()  # the positives whose groups overlap the rows
+            pos, keep = self._groups(start, stop)
             block = torch.empty(len(pos), g, dtype=torch.int32)
             block[:, 0] = src.pos_items[pos]
             for j in range(1, g):  # negative j of positive p sits at (j - 1) * n_pos + p
                 block[:, j] = self.neg_items[pos + (j - 1) * n_pos]
-            offset = start - first * g
-            keep = slice(offset, offset + stop - start)
             labels = torch.zeros(len(pos), g)
             labels[:, 0] = 1.0
             users = src.pos_users[pos].long().repeat_interleave(g)[keep]
             return users, block.view(-1)[keep].long(), labels.view(-1)[keep]
         if self._all is None:  # every row's user and item, in epoch order before shuffling
+            n_neg = len(self.neg_items)
+            users = (
+                src.neg_users
+                if src.neg_users is not None
+                else src.per_negative(src.pos_users, n_neg)
+            )
             self._all = (
-                torch.cat([src.pos_users, src.negative_users(len(self.neg_items))]),
+                torch.cat([src.pos_users, users]),
                 torch.cat([src.pos_items, self.neg_items]),
             )
         idx = self.perm[start:stop]
@@ -86,21 +89,24 @@ class EpochRows:
         if src.pos_weights is None:
             return None
         if self.group:
-            g = self.group
-            first, last = start // g, -(-stop // g)
-            offset = start - first * g
-            per_group = src.pos_weights[self.perm[first:last].long()]
-            return per_group.repeat_interleave(g)[offset : offset + stop - start]
+            pos, keep = self._groups(start, stop)
+            return src.pos_weights[pos].repeat_interleave(self.group)[keep]
         if self._all_weights is None:  # every row's weight, in epoch order before shuffling
             n_neg = len(self.neg_items)
-            negatives = torch.ones(n_neg)  # given negatives weigh 1
-            if src.sampler is not None and n_neg:  # negative k belongs to owner k % n_owners
-                owners = src.pos_weights
-                if src.neg_source is not None:
-                    owners = owners[src.neg_source]
-                negatives = owners.repeat(n_neg // len(owners))
+            if src.neg_users is not None:  # given negatives weigh 1
+                negatives = torch.ones(n_neg)
+            else:
+                negatives = src.per_negative(src.pos_weights, n_neg)
             self._all_weights = torch.cat([src.pos_weights, negatives])
         return self._all_weights[self.perm[start:stop]]
+
+    def _groups(self, start: int, stop: int) -> tuple[torch.Tensor, slice]:
+        """Grouped layout: the positives whose groups overlap rows ``start:stop``, and the
+        slice of those groups' flattened rows that is ``start:stop``."""
+        g = self.group
+        first, last = start // g, -(-stop // g)
+        offset = start - first * g
+        return self.perm[first:last].long(), slice(offset, offset + stop - start)
 
     def materialise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All rows at once (small data, tests)."""
@@ -112,7 +118,7 @@ class EpochData:
 
     Negatives for positive-only data are drawn per positive (``negatives`` each) as int32
     items in the sampler's layout (all first negatives, then all second negatives, ...);
-    their users follow from that layout (`negative_users`).
+    their users follow from that layout (`per_negative`).
     """
 
     def __init__(self, train: Interactions, config: TrainConfig, lazy: bool = False) -> None:
@@ -153,14 +159,13 @@ class EpochData:
             and len(self.pos_users) > 0
         )
 
-    def negative_users(self, n_neg: int) -> torch.Tensor:
-        """The user of each negative (int32): given ones, or those of the positives they
-        were drawn for (all first negatives, then all second negatives, ...)."""
-        if self.neg_users is not None:
-            return self.neg_users
+    def per_negative(self, per_positive: torch.Tensor, n_neg: int) -> torch.Tensor:
+        """A per-positive value (user, loss weight) for each of ``n_neg`` sampled negatives:
+        that of the positive it was drawn for (all first negatives, then all second
+        negatives, ...; negative k belongs to owner k % n_owners)."""
         if n_neg == 0:
-            return torch.empty(0, dtype=torch.int32)
-        owners = self.pos_users if self.neg_source is None else self.pos_users[self.neg_source]
+            return per_positive[:0]
+        owners = per_positive if self.neg_source is None else per_positive[self.neg_source]
         return owners.repeat(n_neg // len(owners))
 
     def _negatives(self, epoch: int) -> torch.Tensor:
