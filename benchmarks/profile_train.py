@@ -50,6 +50,7 @@ def profile(
     times["sampling (per epoch)"] = time.perf_counter() - t0
     n_epoch_batches = -(-len(rows) // config.batch_size)
     bs = config.batch_size
+    full_batches = max(1, len(rows) // bs)  # cycle over the epoch's full batches
     with sparse_embeddings(lazy):
         opts, packed = make_optimizers(model, config)
         row_groups = [g for o in opts if isinstance(o, RowAdam) for g in o.param_groups]
@@ -59,7 +60,9 @@ def profile(
             if b == 5:  # warm-up done
                 times = defaultdict(float, {"sampling (per epoch)": times["sampling (per epoch)"]})
             t = time.perf_counter()
-            users, items, labels = rows.rows(b * bs, (b + 1) * bs)
+            lo = (b % full_batches) * bs
+            users, items, labels = rows.rows(lo, lo + bs)
+            weights = rows.weights(lo, lo + bs)
             t1 = time.perf_counter()
             for g in row_groups:
                 g["row_decay"] = 2.0 * config.l2 / len(users)
@@ -68,7 +71,7 @@ def profile(
                 w.grad = None
             t2 = time.perf_counter()
             out = model(users, items)
-            loss = F.binary_cross_entropy_with_logits(out, labels)
+            loss = F.binary_cross_entropy_with_logits(out, labels, weight=weights)
             t3 = time.perf_counter()
             loss.backward()
             t4 = time.perf_counter()

@@ -312,36 +312,62 @@ def test_model_scorer_restores_training_mode(split):
     assert model.training
 
 
-@pytest.mark.parametrize("bn_position", ["after", "before"])
-def test_fast_mlp_step_matches_autograd(bn_position):
-    from ncf.training.fast_mlp import MLPStep, supports_fast_step
+@pytest.mark.parametrize(
+    ("kind", "bn_position", "batch", "weighted"),
+    [
+        ("mlp", "after", 16, False),  # both tables larger than the batch: gathered rows
+        ("mlp", "before", 16, True),
+        ("mlp", "after", 64, True),  # both tables projected whole
+        ("neumf", "after", 16, False),
+        ("neumf", "before", 35, True),  # users (30) projected, items (40) gathered
+        ("mlp", "after", -35, True),  # users (40) gathered, items (30) projected
+        ("neumf", "after", 64, True),
+        ("neumf", "after", 64, False),
+    ],
+)
+def test_fast_step_matches_autograd(kind, bn_position, batch, weighted):
+    from ncf.training.fast_step import TowerStep, supports_fast_step
     from ncf.training.optim import FlatParameters
 
-    hp = {
-        "layers": [12, 6],
-        "embedding_size": 4,
-        "dropout": 0.3,
-        "batch_norm": "all",
-        "bn_position": bn_position,
-    }
-    ref, fast_model = MLP(30, 40, **hp), MLP(30, 40, **hp)
+    shape = (40, 30) if batch < 0 else (30, 40)
+    batch = abs(batch)
+    common = {"dropout": 0.3, "batch_norm": "all", "bn_position": bn_position}
+    if kind == "mlp":
+        hp = {"layers": [12, 6], "embedding_size": 4, **common}
+        ref, fast_model = MLP(*shape, **hp), MLP(*shape, **hp)
+    else:
+        hp = {"layers": [12, 6], "mlp_embedding_size": 4, "factors": 5, **common}
+        ref, fast_model = NeuMF(*shape, **hp), NeuMF(*shape, **hp)
     assert supports_fast_step(fast_model)
     packed = FlatParameters(list(fast_model.parameters()))
-    u, i = torch.randint(0, 30, (16,)), torch.randint(0, 40, (16,))
-    y = (torch.arange(16) % 3 == 0).float()
+    gen = torch.Generator().manual_seed(3)
+    u = torch.randint(0, shape[0], (batch,), generator=gen)
+    i = torch.randint(0, shape[1], (batch,), generator=gen)
+    y = (torch.arange(batch) % 3 == 0).float()
+    w = torch.rand(batch, generator=gen) * 2 if weighted else None
     for m in (ref, fast_model):
         m.train()
         m.set_generator(torch.Generator().manual_seed(5))
     ref_logits = ref(u, i)
-    torch.nn.functional.binary_cross_entropy_with_logits(ref_logits, y).backward()
+    torch.nn.functional.binary_cross_entropy_with_logits(ref_logits, y, weight=w).backward()
     packed.grad.zero_()
-    logits = MLPStep(fast_model)(u, i, y)
-    torch.testing.assert_close(logits, ref_logits.detach())
+    logits = TowerStep(fast_model)(u, i, y, weights=w)
+    torch.testing.assert_close(logits, ref_logits.detach(), rtol=1e-5, atol=1e-6)
     for (name, a), b in zip(ref.named_parameters(), fast_model.parameters(), strict=True):
+        assert b.grad.abs().sum() > 0, name
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
     for a, b in zip(ref.buffers(), fast_model.buffers(), strict=True):
         torch.testing.assert_close(b, a)
     packed.unpack()
+
+
+def test_fast_step_only_for_dense_cpu_towers():
+    from ncf.training.fast_step import supports_fast_step
+
+    assert not supports_fast_step(GMF(5, 6))
+    assert not supports_fast_step(MLP(5, 6, sparse=True))
+    assert not supports_fast_step(NeuMF(5, 6).double())
+    assert supports_fast_step(NeuMF(5, 6))
 
 
 def test_verbose_progress_and_size_mismatch(split, capsys):

@@ -46,3 +46,52 @@ def sum_rows(idx, grad, slot, touched, compact):  # noqa: ANN001, ANN201
     for s in range(count):
         slot[touched[s]] = -1
     return count
+
+
+@numba.njit(nogil=True, fastmath=True)
+def gather_sum_rows(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray, out: np.ndarray):
+    """``out[r] = a[ia[r]] + b[ib[r]]``: a linear layer's two halves, projected per table."""
+    d = out.shape[1]
+    for r in range(ia.shape[0]):
+        x, y = ia[r], ib[r]
+        for k in range(d):
+            out[r, k] = a[x, k] + b[y, k]
+
+
+@numba.njit(nogil=True, fastmath=True)
+def add_gathered_rows(table: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
+    """``out[r] += table[idx[r]]`` for every r."""
+    d = out.shape[1]
+    for r in range(idx.shape[0]):
+        i = idx[r]
+        for k in range(d):
+            out[r, k] += table[i, k]
+
+
+@numba.njit(nogil=True, fastmath=True)
+def weighted_dots(a, ia, b, ib, w, out):  # noqa: ANN001, ANN201
+    """``out[r] = sum_k a[ia[r], k] * b[ib[r], k] * w[k]`` (GMF's output term)."""
+    d = a.shape[1]
+    for r in range(ia.shape[0]):
+        x, y = ia[r], ib[r]
+        s = 0.0
+        for k in range(d):
+            s += a[x, k] * b[y, k] * w[k]
+        out[r] = s
+
+
+@numba.njit(nogil=True, fastmath=True)
+def weighted_dots_backward(a, ia, b, ib, w, grad, ga, gb, gw):  # noqa: ANN001, ANN201
+    """Gradients of ``weighted_dots`` for upstream ``grad`` (one value per row), added into
+    ``ga``, ``gb`` (tables, rows accumulate) and ``gw``."""
+    d = a.shape[1]
+    acc = np.zeros(d, np.float64)
+    for r in range(ia.shape[0]):
+        x, y, g = ia[r], ib[r], grad[r]
+        for k in range(d):
+            av, bv = a[x, k], b[y, k]
+            ga[x, k] += g * w[k] * bv
+            gb[y, k] += g * w[k] * av
+            acc[k] += g * av * bv
+    for k in range(d):
+        gw[k] += acc[k]

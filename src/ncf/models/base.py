@@ -64,6 +64,18 @@ class _GatherRows(torch.autograd.Function):
         return out, None
 
 
+def _gather_rows(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``weight[idx]``, with the compiled scatter-add backward where it applies."""
+    if (
+        weight.requires_grad
+        and torch.is_grad_enabled()
+        and weight.device.type == "cpu"
+        and (weight.dtype == torch.float32 and idx.dtype == torch.int64)
+    ):
+        return _GatherRows.apply(weight, idx)
+    return weight.index_select(0, idx)
+
+
 def lookup(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
     """Rows ``idx`` of ``emb``. Sparse tables use ``embedding`` (sparse gradients). Dense
     tables use a gather whose backward is a compiled scatter-add on CPU (torch's
@@ -71,15 +83,7 @@ def lookup(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
     ``index_select``."""
     if emb.sparse:
         return emb(idx)
-    w = emb.weight
-    if (
-        w.requires_grad
-        and torch.is_grad_enabled()
-        and w.device.type == "cpu"
-        and (w.dtype == torch.float32 and idx.dtype == torch.int64)
-    ):
-        return _GatherRows.apply(w, idx)
-    return w.index_select(0, idx)
+    return _gather_rows(emb.weight, idx)
 
 
 class RecModel(nn.Module):
@@ -275,6 +279,35 @@ class Tower(nn.Module):
         pre = torch.addmm(lin.bias, left, lin.weight[:, :d].t())
         pre = torch.addmm(pre, right, lin.weight[:, d:].t())
         return self.forward(pre, first=pre)
+
+    def forward_tables(
+        self,
+        user_table: nn.Embedding,
+        item_table: nn.Embedding,
+        users: torch.Tensor,
+        items: torch.Tensor,
+    ) -> torch.Tensor:
+        """``forward_pair`` on the rows ``users`` and ``items`` of two embedding tables.
+
+        The first layer is linear, so ``W [e_u; e_i] + b = (E_u W_u^T)[u] + (E_i W_i^T)[i] + b``.
+        A table with no more rows than the batch is projected whole and the batch gathers the
+        projected rows: the first layer's matmuls (forward and both backward ones) then cost
+        the table's rows instead of the batch's (ML-100K's 943 users and 1,682 items against
+        batches of 16,384). Larger or sparse tables are gathered, then multiplied.
+        """
+        lin = self.linears[0]
+        d = user_table.embedding_dim
+        pre = None
+        for table, idx, w in (
+            (user_table, users, lin.weight[:, :d]),
+            (item_table, items, lin.weight[:, d:]),
+        ):
+            if table.sparse or table.num_embeddings > len(idx):
+                part = lookup(table, idx) @ w.t()
+            else:
+                part = _gather_rows(table.weight @ w.t(), idx)
+            pre = part if pre is None else pre.add_(part)
+        return self.forward(pre.add_(lin.bias), first=pre)
 
     def forward_items(self, user_part: torch.Tensor, item_part: torch.Tensor) -> torch.Tensor:
         """Outputs for every (user, item) combination: (B, n_items, out_dim).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncf.models.base import RecModel, Tower, check_layers, check_positive_int, linear, lookup
+from ncf.models.base import RecModel, Tower, check_layers, check_positive_int, linear
 from ncf.models.init import check_initialiser, initialise, make_generator
 
 _SCORE_PAIRS = 1 << 20  # (user, item) pairs per chunk in score_users
@@ -81,9 +81,7 @@ class MLP(RecModel):
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The last hidden layer's output (used by NeuMF)."""
-        return self.tower.forward_pair(
-            lookup(self.user_embedding, users), lookup(self.item_embedding, items)
-        )
+        return self.tower.forward_tables(self.user_embedding, self.item_embedding, users, items)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.output(self.features(users, items)).squeeze(1)

@@ -94,7 +94,7 @@ class NeuMF(RecModel):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         g = lookup(self.gmf_user, users) * lookup(self.gmf_item, items)
-        m = self.tower.forward_pair(lookup(self.mlp_user, users), lookup(self.mlp_item, items))
+        m = self.tower.forward_tables(self.mlp_user, self.mlp_item, users, items)
         # output([g, m]) without the concatenation: one matmul per half
         w, k = self.output.weight, g.shape[1]
         out = torch.addmm(torch.addmm(self.output.bias, g, w[:, :k].t()), m, w[:, k:].t())

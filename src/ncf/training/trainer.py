@@ -32,7 +32,7 @@ from ncf.training.data import (
     generator,
     probe_spread,
 )
-from ncf.training.fast_mlp import MLPStep, supports_fast_step
+from ncf.training.fast_step import TowerStep, supports_fast_step
 from ncf.training.lazy import RowAdam, lazy_tables, sparse_embeddings
 from ncf.training.optim import FlatParameters, make_optimizers
 from ncf.training.schedules import LRSchedule
@@ -113,11 +113,8 @@ def _train_epoch(
     zero = packed.grad if packed is not None else None
     row_groups = [g for opt in opts if isinstance(opt, RowAdam) for g in opt.param_groups]
     sparse_grads = [e.weight for e in model.embeddings() if e.sparse]
-    # Dense MLPs (the seed recipe at batch 16) use a hand-written step with the same gradients
-    # (it has no per-row loss weights).
-    fast = None
-    if packed is not None and supports_fast_step(model) and data.source.pos_weights is None:
-        fast = MLPStep(model)
+    # Dense MLP and NeuMF models use a hand-written step with the same gradients.
+    fast = TowerStep(model) if packed is not None and supports_fast_step(model) else None
     gen = generator(config.seed, epoch, DROPOUT)
     model.train()
     model.set_generator(gen)
@@ -142,7 +139,8 @@ def _train_epoch(
                     masks = fast.draw_masks(min(_CHECK_EVERY * bs, n - c0 - s), gen)
                 o = (b % _CHECK_EVERY) * bs
                 zero.zero_()
-                out = fast(ub, ib, yb, [m if m is None else m[o : o + len(ub)] for m in masks])
+                batch_masks = [m if m is None else m[o : o + len(ub)] for m in masks]
+                out = fast(ub, ib, yb, batch_masks, wb)
             else:
                 out = model(ub, ib)
                 bce = F.binary_cross_entropy_with_logits(out, yb, weight=wb)
