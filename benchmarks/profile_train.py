@@ -1,7 +1,8 @@
 """Where a training step's time goes: sampling, gather, forward, backward, optimiser, rest.
 
-Replays the trainer's step phase by phase (same data path, model, optimisers and lazy or
-dense embedding updates as ``fit_model``) and times each phase with ``perf_counter``; CPU
+Replays the trainer's step phase by phase (same data path, model, optimisers, lazy or
+dense embedding updates and, for dense MLP / NeuMF, the hand-written ``TowerStep`` as
+``fit_model``) and times each phase with ``perf_counter``; CPU
 ops are synchronous, so the phase times add up to the step time. Sampling (negatives and
 the shuffle) is timed once per epoch and shown per batch.
 
@@ -22,6 +23,7 @@ from ncf.models import build_model
 from ncf.models.presets import resolve
 from ncf.training import TrainConfig
 from ncf.training.data import EpochData
+from ncf.training.fast_step import TowerStep, supports_fast_step
 from ncf.training.lazy import RowAdam, lazy_tables, sparse_embeddings
 from ncf.training.optim import make_optimizers
 
@@ -56,6 +58,9 @@ def profile(
         row_groups = [g for o in opts if isinstance(o, RowAdam) for g in o.param_groups]
         sparse = [e.weight for e in model.embeddings() if e.sparse]
         model.train()
+        model.set_generator(torch.Generator().manual_seed(seed))
+        # the trainer's hand-written step for dense MLP / NeuMF (forward + backward in one)
+        fast = TowerStep(model) if packed is not None and supports_fast_step(model) else None
         for b in range(batches + 5):
             if b == 5:  # warm-up done
                 times = defaultdict(float, {"sampling (per epoch)": times["sampling (per epoch)"]})
@@ -70,11 +75,15 @@ def profile(
             for w in sparse:
                 w.grad = None
             t2 = time.perf_counter()
-            out = model(users, items)
-            loss = F.binary_cross_entropy_with_logits(out, labels, weight=weights)
-            t3 = time.perf_counter()
-            loss.backward()
-            t4 = time.perf_counter()
+            if fast is not None:
+                fast(users, items, labels, weights=weights)
+                t3 = t4 = time.perf_counter()
+            else:
+                out = model(users, items)
+                loss = F.binary_cross_entropy_with_logits(out, labels, weight=weights)
+                t3 = time.perf_counter()
+                loss.backward()
+                t4 = time.perf_counter()
             if config.l2:
                 for emb, side in model.embedding_pairs():
                     if emb.sparse:
@@ -88,8 +97,11 @@ def profile(
             t6 = time.perf_counter()
             times["gather batch rows"] += t1 - t
             times["zero grads"] += t2 - t1
-            times["forward + loss"] += t3 - t2
-            times["backward"] += t4 - t3
+            if fast is not None:
+                times["forward + backward (TowerStep)"] += t4 - t2
+            else:
+                times["forward + loss"] += t3 - t2
+                times["backward"] += t4 - t3
             times["l2 gradient"] += t5 - t4
             times["optimiser"] += t6 - t5
     out = {k: 1e3 * v / batches for k, v in times.items() if k != "sampling (per epoch)"}

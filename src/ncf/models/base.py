@@ -297,17 +297,16 @@ class Tower(nn.Module):
         """
         lin = self.linears[0]
         d = user_table.embedding_dim
-        pre = None
+        pre = lin.bias
         for table, idx, w in (
             (user_table, users, lin.weight[:, :d]),
             (item_table, items, lin.weight[:, d:]),
         ):
             if table.sparse or table.num_embeddings > len(idx):
-                part = lookup(table, idx) @ w.t()
+                pre = torch.addmm(pre, lookup(table, idx), w.t())
             else:
-                part = _gather_rows(table.weight @ w.t(), idx)
-            pre = part if pre is None else pre.add_(part)
-        return self.forward(pre.add_(lin.bias), first=pre)
+                pre = pre + _gather_rows(table.weight @ w.t(), idx)
+        return self.forward(pre, first=pre)
 
     def forward_items(self, user_part: torch.Tensor, item_part: torch.Tensor) -> torch.Tensor:
         """Outputs for every (user, item) combination: (B, n_items, out_dim).
