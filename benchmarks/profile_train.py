@@ -26,6 +26,7 @@ from ncf.training.data import EpochData
 from ncf.training.fast_step import TowerStep, supports_fast_step
 from ncf.training.lazy import RowAdam, lazy_tables, sparse_embeddings
 from ncf.training.optim import make_optimizers
+from ncf.training.trainer import _chunk_rows
 
 
 def load(name: str, seed: int):
@@ -53,6 +54,7 @@ def profile(
     n_epoch_batches = -(-len(rows) // config.batch_size)
     bs = config.batch_size
     full_batches = max(1, len(rows) // bs)  # cycle over the epoch's full batches
+    chunk = _chunk_rows(bs)
     with sparse_embeddings(lazy):
         opts, packed = make_optimizers(model, config)
         row_groups = [g for o in opts if isinstance(o, RowAdam) for g in o.param_groups]
@@ -66,8 +68,13 @@ def profile(
                 times = defaultdict(float, {"sampling (per epoch)": times["sampling (per epoch)"]})
             t = time.perf_counter()
             lo = (b % full_batches) * bs
-            users, items, labels = rows.rows(lo, lo + bs)
-            weights = rows.weights(lo, lo + bs)
+            if lo % chunk == 0:  # the trainer materialises rows a chunk (~2M rows) at a time
+                hi = min(lo + chunk, full_batches * bs)
+                chunk_rows = (*rows.rows(lo, hi), rows.weights(lo, hi))
+            c = lo % chunk
+            users, items, labels, weights = (
+                None if x is None else x[c : c + bs] for x in chunk_rows
+            )
             t1 = time.perf_counter()
             for g in row_groups:
                 g["row_decay"] = 2.0 * config.l2 / len(users)
@@ -95,7 +102,7 @@ def profile(
             for o in opts:
                 o.step()
             t6 = time.perf_counter()
-            times["gather batch rows"] += t1 - t
+            times["building rows (chunked, per batch)"] += t1 - t
             times["zero grads"] += t2 - t1
             if fast is not None:
                 times["forward + backward (TowerStep)"] += t4 - t2
