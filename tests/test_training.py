@@ -313,21 +313,24 @@ def test_model_scorer_restores_training_mode(split):
 
 
 @pytest.mark.parametrize(
-    ("kind", "bn_position", "batch", "weighted"),
+    ("kind", "bn_position", "batch", "weighted", "lazy"),
     [
-        ("mlp", "after", 16, False),  # both tables larger than the batch: gathered rows
-        ("mlp", "before", 16, True),
-        ("mlp", "after", 64, True),  # both tables projected whole
-        ("neumf", "after", 16, False),
-        ("neumf", "before", 35, True),  # users (30) projected, items (40) gathered
-        ("mlp", "after", -35, True),  # users (40) gathered, items (30) projected
-        ("neumf", "after", 64, True),
-        ("neumf", "after", 64, False),
+        ("mlp", "after", 16, False, ""),  # both tables larger than the batch: gathered rows
+        ("mlp", "before", 16, True, ""),
+        ("mlp", "after", 64, True, ""),  # both tables projected whole
+        ("neumf", "after", 16, False, ""),
+        ("neumf", "before", 35, True, ""),  # users (30) projected, items (40) gathered
+        ("mlp", "after", -35, True, ""),  # users (40) gathered, items (30) projected
+        ("neumf", "after", 64, True, ""),
+        ("neumf", "after", 64, False, ""),
+        # tables updated lazily (sparse row gradients, as the trainer sets up for big tables)
+        ("neumf", "after", 64, True, "user"),  # lazy user tables gathered, items projected
+        ("neumf", "before", 16, False, "user,item"),
+        ("mlp", "after", 16, True, "user,item"),
     ],
 )
-def test_fast_step_matches_autograd(kind, bn_position, batch, weighted):
-    from ncf.training.fast_step import TowerStep, supports_fast_step
-    from ncf.training.optim import FlatParameters
+def test_fast_step_matches_autograd(kind, bn_position, batch, weighted, lazy):
+    from ncf.training.lazy import sparse_embeddings
 
     shape = (40, 30) if batch < 0 else (30, 40)
     batch = abs(batch)
@@ -338,8 +341,19 @@ def test_fast_step_matches_autograd(kind, bn_position, batch, weighted):
     else:
         hp = {"layers": [12, 6], "mlp_embedding_size": 4, "factors": 5, **common}
         ref, fast_model = NeuMF(*shape, **hp), NeuMF(*shape, **hp)
+    sides = lazy.split(",") if lazy else []
+    tables = [e for m in (ref, fast_model) for e, side in m.embedding_pairs() if side in sides]
+    with sparse_embeddings(tables):
+        _check_fast_step(ref, fast_model, shape, batch, weighted)
+
+
+def _check_fast_step(ref, fast_model, shape, batch, weighted):
+    from ncf.training.fast_step import TowerStep, supports_fast_step
+    from ncf.training.optim import FlatParameters
+
     assert supports_fast_step(fast_model)
-    packed = FlatParameters(list(fast_model.parameters()))
+    lazy = {id(e.weight) for e in fast_model.embeddings() if e.sparse}
+    packed = FlatParameters([p for p in fast_model.parameters() if id(p) not in lazy])
     gen = torch.Generator().manual_seed(3)
     u = torch.randint(0, shape[0], (batch,), generator=gen)
     i = torch.randint(0, shape[1], (batch,), generator=gen)
@@ -354,8 +368,10 @@ def test_fast_step_matches_autograd(kind, bn_position, batch, weighted):
     logits = TowerStep(fast_model)(u, i, y, weights=w)
     torch.testing.assert_close(logits, ref_logits.detach(), rtol=1e-5, atol=1e-6)
     for (name, a), b in zip(ref.named_parameters(), fast_model.parameters(), strict=True):
-        assert b.grad.abs().sum() > 0, name
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+        assert b.grad.is_sparse == a.grad.is_sparse == (id(b) in lazy), name
+        ga, gb = (g.to_dense() if g.is_sparse else g for g in (a.grad, b.grad))
+        assert gb.abs().sum() > 0, name
+        torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-6, msg=name)
     for a, b in zip(ref.buffers(), fast_model.buffers(), strict=True):
         torch.testing.assert_close(b, a)
     packed.unpack()

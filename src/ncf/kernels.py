@@ -95,3 +95,20 @@ def weighted_dots_backward(a, ia, b, ib, w, grad, ga, gb, gw):  # noqa: ANN001, 
             acc[k] += g * av * bv
     for k in range(d):
         gw[k] += acc[k]
+
+
+@numba.njit(nogil=True, fastmath=True)
+def weighted_dots_row_grads(a, ia, b, ib, w, grad, ra, rb, gw):  # noqa: ANN001, ANN201
+    """Per-row gradients of ``weighted_dots`` (``ra[r]`` for ``a[ia[r]]``, ``rb[r]`` for
+    ``b[ib[r]]``), for tables whose gradients stay sparse; ``gw`` as in the fused form."""
+    d = a.shape[1]
+    acc = np.zeros(d, np.float64)
+    for r in range(ia.shape[0]):
+        x, y, g = ia[r], ib[r], grad[r]
+        for k in range(d):
+            av, bv = a[x, k], b[y, k]
+            ra[r, k] = g * w[k] * bv
+            rb[r, k] = g * w[k] * av
+            acc[k] += g * av * bv
+    for k in range(d):
+        gw[k] += acc[k]

@@ -32,6 +32,7 @@ from ncf.kernels import (
     scatter_add_rows,
     weighted_dots,
     weighted_dots_backward,
+    weighted_dots_row_grads,
 )
 from ncf.models.base import Dropout
 from ncf.models.mlp import MLP
@@ -41,10 +42,11 @@ _threshold_backward = torch.ops.aten.threshold_backward
 
 
 def supports_fast_step(model: nn.Module) -> bool:
-    """Dense ``MLP`` and ``NeuMF`` models whose tower uses only our Dropout, BatchNorm1d and
-    Identity, on the CPU in float32."""
-    if type(model) not in (MLP, NeuMF) or model.sparse or any(e.sparse for e in model.embeddings()):
-        return False  # sparse (lazily updated) tables take autograd's sparse gradients
+    """``MLP`` and ``NeuMF`` models whose tower uses only our Dropout, BatchNorm1d and
+    Identity, on the CPU in float32. Tables the trainer made sparse for lazy updates get
+    sparse row gradients; models built ``sparse=True`` (SparseAdam) keep autograd."""
+    if type(model) not in (MLP, NeuMF) or model.sparse:
+        return False
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         return False
     mods = [*model.tower.norms, *model.tower.drops]
@@ -69,13 +71,26 @@ class _Side:
     """One half of the first layer: an embedding table and its columns of the first weight."""
 
     def __init__(self, emb: nn.Embedding, lin: nn.Linear, cols: slice) -> None:
+        self.param, self.sparse = emb.weight, emb.sparse
         self.table, self.gtable = emb.weight.detach(), emb.weight.grad
         self.w, self.gw = lin.weight.detach()[:, cols], lin.weight.grad[:, cols]
         self.rows = emb.num_embeddings
 
     def projected(self, batch: int) -> bool:
-        """Project the whole table when it has no more rows than the batch."""
-        return self.rows <= batch
+        """Project the whole table when it has no more rows than the batch (dense tables:
+        a projected table's gradient is dense)."""
+        return not self.sparse and self.rows <= batch
+
+
+def add_row_grads(param: nn.Parameter, idx: torch.Tensor, rows: torch.Tensor) -> None:
+    """``param.grad[idx] += rows`` (duplicates accumulate); tables updated lazily get the
+    rows as their sparse gradient (uncoalesced, as ``nn.Embedding(sparse=True)`` gives)."""
+    if param.grad is None or param.grad.is_sparse:
+        param.grad = torch.sparse_coo_tensor(
+            idx.unsqueeze(0), rows, param.shape, check_invariants=False
+        )
+    else:
+        scatter_add_rows(_np(idx), _np(rows), _np(param.grad))
 
 
 def _np(t: torch.Tensor):  # noqa: ANN202
@@ -98,12 +113,8 @@ class TowerStep:
         if isinstance(model, NeuMF):
             user, item = model.mlp_user, model.mlp_item
             k = model.gmf_user.embedding_dim
-            self.gmf = (
-                model.gmf_user.weight.detach(),
-                model.gmf_item.weight.detach(),
-                model.gmf_user.weight.grad,
-                model.gmf_item.weight.grad,
-            )
+            self.gmf = (model.gmf_user.weight, model.gmf_item.weight)
+            self.gmf_sparse = model.gmf_user.sparse or model.gmf_item.sparse
         else:
             user, item = model.user_embedding, model.item_embedding
             k = 0
@@ -153,7 +164,20 @@ class TowerStep:
                 side.gtable.addmm_(g_rows, side.w)
             else:
                 side.gw.addmm_(dz.t(), x)
-                scatter_add_rows(_np(idx), _np(dz @ side.w), _np(side.gtable))
+                add_row_grads(side.param, idx, dz @ side.w)
+
+    def _gmf_backward(self, users: torch.Tensor, items: torch.Tensor, dlogit: torch.Tensor) -> None:
+        """Gradients of NeuMF's GMF term: fused into dense tables, or per row (then
+        scattered or kept sparse) when a table is updated lazily."""
+        p, q = self.gmf
+        args = [_np(t) for t in (p.detach(), users, q.detach(), items, self.wg, dlogit)]
+        if not self.gmf_sparse:
+            weighted_dots_backward(*args, _np(p.grad), _np(q.grad), _np(self.gwg))
+            return
+        rows_p, rows_q = torch.empty(len(users), p.shape[1]), torch.empty(len(items), q.shape[1])
+        weighted_dots_row_grads(*args, _np(rows_p), _np(rows_q), _np(self.gwg))
+        add_row_grads(p, users, rows_p)
+        add_row_grads(q, items, rows_q)
 
     # ------------------------------------------------------------------ batch norm
     @staticmethod
@@ -216,7 +240,7 @@ class TowerStep:
         logit = torch.addmm(self.bo, x, self.wo.t()).squeeze(1)
         if self.gmf is not None:
             dots = torch.empty(len(users))
-            p, q = self.gmf[0], self.gmf[1]
+            p, q = (t.detach() for t in self.gmf)
             weighted_dots(_np(p), _np(users), _np(q), _np(items), _np(self.wg), _np(dots))
             logit.add_(dots)
         # backward of the mean (weighted) binary cross-entropy with logits
@@ -227,11 +251,7 @@ class TowerStep:
         self.gwo.addmm_(dlogit.t(), x)
         self.gbo.add_(dlogit.sum(0))
         if self.gmf is not None:
-            p, q, gp, gq = self.gmf
-            weighted_dots_backward(
-                *(_np(t) for t in (p, users, q, items, self.wg, dlogit.squeeze(1))),
-                *(_np(t) for t in (gp, gq, self.gwg)),
-            )
+            self._gmf_backward(users, items, dlogit.squeeze(1))
         dx = dlogit @ self.wo
         for k in range(len(self.layers) - 1, -1, -1):
             lay, (x_in, z, bn_saved, mask) = self.layers[k], saved[k]
