@@ -8,6 +8,7 @@ the shuffle) is timed once per epoch and shown per batch.
 
     python benchmarks/profile_train.py --data ml-20m-synthetic --model neumf --batches 200
     python benchmarks/profile_train.py --data ml-100k --model neumf --updates dense
+    python benchmarks/profile_train.py --data ml-100k --autograd   # without TowerStep
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ def load(name: str, seed: int):
 
 
 def profile(
-    data, model_name: str, updates: str, batches: int, seed: int, **overrides
+    data,
+    model_name: str,
+    updates: str,
+    batches: int,
+    seed: int,
+    autograd: bool = False,
+    **overrides,
 ) -> dict[str, float]:
     kind, mp, tp = resolve(
         model_name, seed=seed, verbose=False, embedding_updates=updates, **overrides
@@ -62,7 +69,8 @@ def profile(
         model.train()
         model.set_generator(torch.Generator().manual_seed(seed))
         # the trainer's hand-written step for dense MLP / NeuMF (forward + backward in one)
-        fast = TowerStep(model) if packed is not None and supports_fast_step(model) else None
+        use_fast = packed is not None and supports_fast_step(model) and not autograd
+        fast = TowerStep(model) if use_fast else None
         for b in range(batches + 5):
             if b == 5:  # warm-up done
                 times = defaultdict(float, {"sampling (per epoch)": times["sampling (per epoch)"]})
@@ -128,16 +136,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--shuffle", default=None, choices=("rows", "positives"))
+    ap.add_argument("--autograd", action="store_true", help="autograd's step instead of TowerStep")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load(args.data, args.seed)
     extra = {"batch_size": args.batch_size} if args.batch_size else {}
     if args.shuffle:
         extra["shuffle"] = args.shuffle
-    res = profile(data, args.model, args.updates, args.batches, args.seed, **extra)
+    res = profile(data, args.model, args.updates, args.batches, args.seed, args.autograd, **extra)
     lazy, bs = res.pop("_lazy"), res.pop("_batch")
     total = sum(res.values())
     mode = f"{lazy:.0f} lazy tables, the rest dense"
+    if args.autograd:
+        mode += " (autograd step)"
     print(
         f"{args.model} on {args.data}, batch {bs:.0f}, {mode} embedding updates, "
         f"{args.threads} threads: {total:.2f} ms per batch = {bs / total * 1e3:,.0f} samples/s"

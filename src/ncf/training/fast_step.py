@@ -71,7 +71,7 @@ class _Side:
     """One half of the first layer: an embedding table and its columns of the first weight."""
 
     def __init__(self, emb: nn.Embedding, lin: nn.Linear, cols: slice) -> None:
-        self.param, self.sparse = emb.weight, emb.sparse
+        self.emb, self.sparse = emb, emb.sparse
         self.table, self.gtable = emb.weight.detach(), emb.weight.grad
         self.w, self.gw = lin.weight.detach()[:, cols], lin.weight.grad[:, cols]
         self.rows = emb.num_embeddings
@@ -82,10 +82,11 @@ class _Side:
         return not self.sparse and self.rows <= batch
 
 
-def add_row_grads(param: nn.Parameter, idx: torch.Tensor, rows: torch.Tensor) -> None:
-    """``param.grad[idx] += rows`` (duplicates accumulate); tables updated lazily get the
-    rows as their sparse gradient (uncoalesced, as ``nn.Embedding(sparse=True)`` gives)."""
-    if param.grad is None or param.grad.is_sparse:
+def add_row_grads(emb: nn.Embedding, idx: torch.Tensor, rows: torch.Tensor) -> None:
+    """``grad[idx] += rows`` (duplicates accumulate); tables updated lazily (``emb.sparse``)
+    get the rows as their sparse gradient (uncoalesced, as ``nn.Embedding(sparse=True)``)."""
+    param = emb.weight
+    if emb.sparse:
         param.grad = torch.sparse_coo_tensor(
             idx.unsqueeze(0), rows, param.shape, check_invariants=False
         )
@@ -113,7 +114,7 @@ class TowerStep:
         if isinstance(model, NeuMF):
             user, item = model.mlp_user, model.mlp_item
             k = model.gmf_user.embedding_dim
-            self.gmf = (model.gmf_user.weight, model.gmf_item.weight)
+            self.gmf = (model.gmf_user, model.gmf_item)
             self.gmf_sparse = model.gmf_user.sparse or model.gmf_item.sparse
         else:
             user, item = model.user_embedding, model.item_embedding
@@ -164,20 +165,21 @@ class TowerStep:
                 side.gtable.addmm_(g_rows, side.w)
             else:
                 side.gw.addmm_(dz.t(), x)
-                add_row_grads(side.param, idx, dz @ side.w)
+                add_row_grads(side.emb, idx, dz @ side.w)
 
     def _gmf_backward(self, users: torch.Tensor, items: torch.Tensor, dlogit: torch.Tensor) -> None:
         """Gradients of NeuMF's GMF term: fused into dense tables, or per row (then
         scattered or kept sparse) when a table is updated lazily."""
-        p, q = self.gmf
+        ep, eq = self.gmf
+        p, q = ep.weight, eq.weight
         args = [_np(t) for t in (p.detach(), users, q.detach(), items, self.wg, dlogit)]
         if not self.gmf_sparse:
             weighted_dots_backward(*args, _np(p.grad), _np(q.grad), _np(self.gwg))
             return
         rows_p, rows_q = torch.empty(len(users), p.shape[1]), torch.empty(len(items), q.shape[1])
         weighted_dots_row_grads(*args, _np(rows_p), _np(rows_q), _np(self.gwg))
-        add_row_grads(p, users, rows_p)
-        add_row_grads(q, items, rows_q)
+        add_row_grads(ep, users, rows_p)
+        add_row_grads(eq, items, rows_q)
 
     # ------------------------------------------------------------------ batch norm
     @staticmethod
@@ -240,7 +242,7 @@ class TowerStep:
         logit = torch.addmm(self.bo, x, self.wo.t()).squeeze(1)
         if self.gmf is not None:
             dots = torch.empty(len(users))
-            p, q = (t.detach() for t in self.gmf)
+            p, q = (e.weight.detach() for e in self.gmf)
             weighted_dots(_np(p), _np(users), _np(q), _np(items), _np(self.wg), _np(dots))
             logit.add_(dots)
         # backward of the mean (weighted) binary cross-entropy with logits
