@@ -1,9 +1,14 @@
-"""Compiled (numba) CPU loops for embedding gradients, where torch's kernels are slow.
+"""Compiled (numba) CPU loops over embedding rows, where torch's kernels are slow or need
+several passes.
 
 torch's ``index_add_``/``scatter_add_`` (the backward of a row gather) costs several times
 more than a plain loop on CPU for the narrow rows of recommender embeddings; these loops
-are that plain loop. They are compiled on first use in each process (under a second) and
-not cached on disk: processes compiling into numba's cache at the same time (the ranks of a
+are that plain loop. The hand-written training step (``ncf.training.fast_step``) also
+gathers and sums rows of two tables, and computes NeuMF's GMF term and its gradients, in
+one pass each instead of materialising batch-sized intermediates.
+
+The loops are compiled on first use in each process (about 1.3 s for all of them) and not
+cached on disk: processes compiling into numba's cache at the same time (the ranks of a
 distributed run) can corrupt it and crash (numba issue 4807).
 """
 
