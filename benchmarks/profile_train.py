@@ -1,14 +1,14 @@
 """Where a training step's time goes: sampling, gather, forward, backward, optimiser, rest.
 
 Replays the trainer's step phase by phase (same data path, model, optimisers, lazy or
-dense embedding updates and, for dense MLP / NeuMF, the hand-written ``TowerStep`` as
+dense embedding updates and hand-written step (``ncf.training.fast_step``) as
 ``fit_model``) and times each phase with ``perf_counter``; CPU
 ops are synchronous, so the phase times add up to the step time. Sampling (negatives and
 the shuffle) is timed once per epoch and shown per batch.
 
     python benchmarks/profile_train.py --data ml-20m-synthetic --model neumf --batches 200
     python benchmarks/profile_train.py --data ml-100k --model neumf --updates dense
-    python benchmarks/profile_train.py --data ml-100k --autograd   # without TowerStep
+    python benchmarks/profile_train.py --data ml-100k --autograd   # without the hand-written step
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ncf.models import build_model
 from ncf.models.presets import resolve
 from ncf.training import TrainConfig
 from ncf.training.data import EpochData
-from ncf.training.fast_step import TowerStep, supports_fast_step
+from ncf.training.fast_step import make_fast_step
 from ncf.training.lazy import RowAdam, lazy_tables, sparse_embeddings
 from ncf.training.optim import make_optimizers
 from ncf.training.trainer import _chunk_rows
@@ -68,9 +68,8 @@ def profile(
         sparse = [e.weight for e in model.embeddings() if e.sparse]
         model.train()
         model.set_generator(torch.Generator().manual_seed(seed))
-        # the trainer's hand-written step for dense MLP / NeuMF (forward + backward in one)
-        use_fast = packed is not None and supports_fast_step(model) and not autograd
-        fast = TowerStep(model) if use_fast else None
+        # the trainer's hand-written step (forward + backward in one)
+        fast = make_fast_step(model) if packed is not None and not autograd else None
         for b in range(batches + 5):
             if b == 5:  # warm-up done
                 times = defaultdict(float, {"sampling (per epoch)": times["sampling (per epoch)"]})
@@ -113,7 +112,7 @@ def profile(
             times["building rows (chunked, per batch)"] += t1 - t
             times["zero grads"] += t2 - t1
             if fast is not None:
-                times["forward + backward (TowerStep)"] += t4 - t2
+                times["forward + backward (hand-written step)"] += t4 - t2
             else:
                 times["forward + loss"] += t3 - t2
                 times["backward"] += t4 - t3
@@ -136,7 +135,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--shuffle", default=None, choices=("rows", "positives"))
-    ap.add_argument("--autograd", action="store_true", help="autograd's step instead of TowerStep")
+    ap.add_argument(
+        "--autograd", action="store_true", help="autograd step, not the hand-written one"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load(args.data, args.seed)

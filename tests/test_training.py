@@ -348,11 +348,10 @@ def test_fast_step_matches_autograd(kind, bn_position, batch, weighted, lazy):
 
 
 def _check_fast_step(ref, fast_model, shape, batch, weighted):
-    from ncf.training.fast_step import TowerStep, supports_fast_step
+    from ncf.training.fast_step import make_fast_step
     from ncf.training.optim import FlatParameters
 
-    assert supports_fast_step(fast_model)
-    lazy = {id(e.weight) for e in fast_model.embeddings() if e.sparse}
+    lazy = {id(m.weight) for m in fast_model.modules() if getattr(m, "sparse", False) is True}
     packed = FlatParameters([p for p in fast_model.parameters() if id(p) not in lazy])
     gen = torch.Generator().manual_seed(3)
     u = torch.randint(0, shape[0], (batch,), generator=gen)
@@ -365,7 +364,7 @@ def _check_fast_step(ref, fast_model, shape, batch, weighted):
     ref_logits = ref(u, i)
     torch.nn.functional.binary_cross_entropy_with_logits(ref_logits, y, weight=w).backward()
     packed.grad.zero_()
-    logits = TowerStep(fast_model)(u, i, y, weights=w)
+    logits = make_fast_step(fast_model)(u, i, y, weights=w)
     torch.testing.assert_close(logits, ref_logits.detach(), rtol=1e-5, atol=1e-6)
     for (name, a), b in zip(ref.named_parameters(), fast_model.parameters(), strict=True):
         assert b.grad.is_sparse == a.grad.is_sparse == (id(b) in lazy), name
@@ -395,13 +394,28 @@ def test_first_layer_projected_per_table_equals_gathered_rows(kind):
         torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_fast_step_only_for_dense_cpu_towers():
-    from ncf.training.fast_step import supports_fast_step
+@pytest.mark.parametrize("kind", ["gmf", "mf"])
+@pytest.mark.parametrize(("weighted", "lazy"), [(False, ""), (True, ""), (True, "all")])
+def test_factor_step_matches_autograd(kind, weighted, lazy):
+    """GMF's and MF's hand-written step (FactorStep): logits and gradients as autograd's,
+    dense or with every table (MF's bias tables too) updated lazily."""
+    from ncf.training.lazy import sparse_embeddings
 
-    assert not supports_fast_step(GMF(5, 6))
+    ref, fast_model = build_model(kind, 30, 40, factors=6), build_model(kind, 30, 40, factors=6)
+    tables = [m for model in (ref, fast_model) for m in model.modules()]
+    tables = [m for m in tables if isinstance(m, torch.nn.Embedding)] if lazy else []
+    with sparse_embeddings(tables):
+        _check_fast_step(ref, fast_model, (30, 40), 64, weighted)
+
+
+def test_fast_step_only_for_dense_cpu_float_models():
+    from ncf.training.fast_step import make_fast_step, supports_fast_step
+
     assert not supports_fast_step(MLP(5, 6, sparse=True))
+    assert not supports_fast_step(GMF(5, 6, sparse=True))
     assert not supports_fast_step(NeuMF(5, 6).double())
-    assert supports_fast_step(NeuMF(5, 6))
+    assert all(supports_fast_step(build_model(k, 5, 6)) for k in ("mf", "gmf", "mlp", "neumf"))
+    assert make_fast_step(NeuMF(5, 6, sparse=True)) is None
 
 
 def test_verbose_progress_and_size_mismatch(split, capsys):

@@ -35,6 +35,8 @@ from ncf.kernels import (
     weighted_dots_row_grads,
 )
 from ncf.models.base import Dropout
+from ncf.models.gmf import GMF
+from ncf.models.mf import MF
 from ncf.models.mlp import MLP
 from ncf.models.neumf import NeuMF
 
@@ -42,15 +44,112 @@ _threshold_backward = torch.ops.aten.threshold_backward
 
 
 def supports_fast_step(model: nn.Module) -> bool:
-    """``MLP`` and ``NeuMF`` models whose tower uses only our Dropout, BatchNorm1d and
-    Identity, on the CPU in float32. Tables the trainer made sparse for lazy updates get
-    sparse row gradients; models built ``sparse=True`` (SparseAdam) keep autograd."""
-    if type(model) not in (MLP, NeuMF) or model.sparse:
+    """MF, GMF, and MLP / NeuMF whose tower uses only our Dropout, BatchNorm1d and Identity,
+    on the CPU in float32. Tables the trainer made sparse for lazy updates get sparse row
+    gradients; models built ``sparse=True`` (SparseAdam) keep autograd."""
+    if type(model) not in (MF, GMF, MLP, NeuMF) or model.sparse:
         return False
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         return False
+    if type(model) in (MF, GMF):
+        return True
     mods = [*model.tower.norms, *model.tower.drops]
     return all(isinstance(m, nn.BatchNorm1d | nn.Identity | Dropout) for m in mods)
+
+
+def make_fast_step(model: nn.Module) -> TowerStep | FactorStep | None:
+    """The hand-written step for ``model`` (None where autograd's is used). Build it after
+    the parameters' ``.grad`` tensors exist (it keeps references to them)."""
+    if not supports_fast_step(model):
+        return None
+    return FactorStep(model) if type(model) in (MF, GMF) else TowerStep(model)
+
+
+def _bce_grad(logit: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """d(mean, optionally weighted, binary cross-entropy with logits)/d logit."""
+    dlogit = torch.sigmoid(logit).sub_(y)
+    if weights is not None:
+        dlogit.mul_(weights)
+    return dlogit.div_(len(y))
+
+
+class _DotTerm:
+    """``sum_k p[u, k] q[i, k] w[k]`` over two embedding tables (GMF's output, NeuMF's GMF
+    half, MF's dot product with ``w = 1``), forward and gradients in one compiled pass each;
+    ``gw`` (the gradient of ``w``) may be None."""
+
+    def __init__(
+        self, p: nn.Embedding, q: nn.Embedding, w: torch.Tensor, gw: torch.Tensor | None
+    ) -> None:
+        self.p, self.q, self.w = p, q, w
+        self.gw = gw if gw is not None else torch.zeros_like(w)  # scratch when w is fixed
+        self.sparse = p.sparse or q.sparse
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(users))
+        p, q = self.p.weight.detach(), self.q.weight.detach()
+        weighted_dots(_np(p), _np(users), _np(q), _np(items), _np(self.w), _np(out))
+        return out
+
+    def backward(self, users: torch.Tensor, items: torch.Tensor, dlogit: torch.Tensor) -> None:
+        """Fused into dense tables, or per row (then scattered or kept sparse) when a table
+        is updated lazily."""
+        p, q = self.p.weight, self.q.weight
+        args = [_np(t) for t in (p.detach(), users, q.detach(), items, self.w, dlogit)]
+        if not self.sparse:
+            weighted_dots_backward(*args, _np(p.grad), _np(q.grad), _np(self.gw))
+            return
+        rows_p, rows_q = torch.empty(len(users), p.shape[1]), torch.empty(len(items), q.shape[1])
+        weighted_dots_row_grads(*args, _np(rows_p), _np(rows_q), _np(self.gw))
+        add_row_grads(self.p, users, rows_p)
+        add_row_grads(self.q, items, rows_q)
+
+
+class FactorStep:
+    """The step for GMF (``h . (p_u * q_i) + b``) and MF (``<p_u, q_i> + b_u + b_i + b``):
+    same call and gradients as ``TowerStep`` (these models have no dropout masks)."""
+
+    def __init__(self, model: MF | GMF) -> None:
+        self.biases: list[nn.Embedding] = []
+        if isinstance(model, GMF):
+            w, gw = model.output.weight.detach()[0], model.output.weight.grad[0]
+            self.dot = _DotTerm(model.user_embedding, model.item_embedding, w, gw)
+            self.bias = model.output.bias
+        else:
+            ones = torch.ones(model.user_factors.embedding_dim)
+            self.dot = _DotTerm(model.user_factors, model.item_factors, ones, None)
+            self.bias = model.global_bias if model.use_bias else None
+            if model.use_bias:
+                self.biases = [model.user_bias, model.item_bias]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        y: torch.Tensor,
+        masks: list | None = None,  # noqa: ARG002 - no dropout in these models
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        users, items = users.contiguous(), items.contiguous()
+        logit = self.dot.forward(users, items)
+        if self.biases:
+            bu, bi = (e.weight.detach() for e in self.biases)
+            logit.add_(bu.index_select(0, users).squeeze(1)).add_(
+                bi.index_select(0, items).squeeze(1)
+            )
+        if self.bias is not None:
+            logit.add_(self.bias.detach())
+        dlogit = _bce_grad(logit, y, weights)
+        self.dot.backward(users, items, dlogit)
+        if self.bias is not None:
+            self.bias.grad.add_(dlogit.sum())
+        for emb, idx in zip(self.biases, (users, items), strict=False):
+            add_row_grads(emb, idx, dlogit.unsqueeze(1))
+        return logit
+
+    def draw_masks(self, rows: int, generator: torch.Generator) -> list[torch.Tensor | None]:  # noqa: ARG002
+        return []
 
 
 class _Layer:
@@ -114,8 +213,8 @@ class TowerStep:
         if isinstance(model, NeuMF):
             user, item = model.mlp_user, model.mlp_item
             k = model.gmf_user.embedding_dim
-            self.gmf = (model.gmf_user, model.gmf_item)
-            self.gmf_sparse = model.gmf_user.sparse or model.gmf_item.sparse
+            wo, gwo = model.output.weight.detach(), model.output.weight.grad
+            self.gmf = _DotTerm(model.gmf_user, model.gmf_item, wo[0, :k], gwo[0, :k])
         else:
             user, item = model.user_embedding, model.item_embedding
             k = 0
@@ -124,8 +223,7 @@ class TowerStep:
         self.user = _Side(user, lin, slice(0, d))
         self.item = _Side(item, lin, slice(d, 2 * d))
         wo, gwo = model.output.weight.detach(), model.output.weight.grad
-        self.wg, self.gwg = wo[0, :k], gwo[0, :k]  # NeuMF's GMF half of the output layer
-        self.wo, self.gwo = wo[:, k:], gwo[:, k:]
+        self.wo, self.gwo = wo[:, k:], gwo[:, k:]  # NeuMF: the MLP half of the output layer
         self.bo, self.gbo = model.output.bias.detach(), model.output.bias.grad
         self.widths = [lay.w.shape[0] for lay in self.layers]
         self.dropout = [lay.p for lay in self.layers]
@@ -166,20 +264,6 @@ class TowerStep:
             else:
                 side.gw.addmm_(dz.t(), x)
                 add_row_grads(side.emb, idx, dz @ side.w)
-
-    def _gmf_backward(self, users: torch.Tensor, items: torch.Tensor, dlogit: torch.Tensor) -> None:
-        """Gradients of NeuMF's GMF term: fused into dense tables, or per row (then
-        scattered or kept sparse) when a table is updated lazily."""
-        ep, eq = self.gmf
-        p, q = ep.weight, eq.weight
-        args = [_np(t) for t in (p.detach(), users, q.detach(), items, self.wg, dlogit)]
-        if not self.gmf_sparse:
-            weighted_dots_backward(*args, _np(p.grad), _np(q.grad), _np(self.gwg))
-            return
-        rows_p, rows_q = torch.empty(len(users), p.shape[1]), torch.empty(len(items), q.shape[1])
-        weighted_dots_row_grads(*args, _np(rows_p), _np(rows_q), _np(self.gwg))
-        add_row_grads(ep, users, rows_p)
-        add_row_grads(eq, items, rows_q)
 
     # ------------------------------------------------------------------ batch norm
     @staticmethod
@@ -241,19 +325,12 @@ class TowerStep:
             x = h * mask if mask is not None else h
         logit = torch.addmm(self.bo, x, self.wo.t()).squeeze(1)
         if self.gmf is not None:
-            dots = torch.empty(len(users))
-            p, q = (e.weight.detach() for e in self.gmf)
-            weighted_dots(_np(p), _np(users), _np(q), _np(items), _np(self.wg), _np(dots))
-            logit.add_(dots)
-        # backward of the mean (weighted) binary cross-entropy with logits
-        dlogit = torch.sigmoid(logit).sub_(y)
-        if weights is not None:
-            dlogit.mul_(weights)
-        dlogit = dlogit.div_(len(y)).unsqueeze(1)
+            logit.add_(self.gmf.forward(users, items))
+        dlogit = _bce_grad(logit, y, weights).unsqueeze(1)
         self.gwo.addmm_(dlogit.t(), x)
         self.gbo.add_(dlogit.sum(0))
         if self.gmf is not None:
-            self._gmf_backward(users, items, dlogit.squeeze(1))
+            self.gmf.backward(users, items, dlogit.squeeze(1))
         dx = dlogit @ self.wo
         for k in range(len(self.layers) - 1, -1, -1):
             lay, (x_in, z, bn_saved, mask) = self.layers[k], saved[k]

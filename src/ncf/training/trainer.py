@@ -32,7 +32,7 @@ from ncf.training.data import (
     generator,
     probe_spread,
 )
-from ncf.training.fast_step import TowerStep, supports_fast_step
+from ncf.training.fast_step import make_fast_step
 from ncf.training.lazy import RowAdam, lazy_tables, sparse_embeddings
 from ncf.training.optim import FlatParameters, make_optimizers
 from ncf.training.schedules import LRSchedule
@@ -113,8 +113,8 @@ def _train_epoch(
     zero = packed.grad if packed is not None else None
     row_groups = [g for opt in opts if isinstance(opt, RowAdam) for g in opt.param_groups]
     sparse_grads = [e.weight for e in model.embeddings() if e.sparse]
-    # Dense MLP and NeuMF models use a hand-written step with the same gradients.
-    fast = TowerStep(model) if packed is not None and supports_fast_step(model) else None
+    # MF, GMF, MLP and NeuMF use a hand-written step with the same gradients (fast_step).
+    fast = make_fast_step(model) if packed is not None else None
     gen = generator(config.seed, epoch, DROPOUT)
     model.train()
     model.set_generator(gen)
