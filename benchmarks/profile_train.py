@@ -19,6 +19,7 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ncf.models import build_model
 from ncf.models.presets import resolve
@@ -65,7 +66,7 @@ def profile(
     with sparse_embeddings(lazy):
         opts, packed = make_optimizers(model, config)
         row_groups = [g for o in opts if isinstance(o, RowAdam) for g in o.param_groups]
-        sparse = [e.weight for e in model.embeddings() if e.sparse]
+        sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
         model.train()
         model.set_generator(torch.Generator().manual_seed(seed))
         # the trainer's hand-written step (forward + backward in one)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ncf.data import Interactions
 from ncf.errors import TrainingDivergedError
@@ -112,7 +113,9 @@ def _train_epoch(
         clamp = [region[0]] if clamp else []
     zero = packed.grad if packed is not None else None
     row_groups = [g for opt in opts if isinstance(opt, RowAdam) for g in opt.param_groups]
-    sparse_grads = [e.weight for e in model.embeddings() if e.sparse]
+    # every sparse table, bias tables included (MF's embeddings() lists only its factors):
+    # autograd would otherwise add each step's sparse gradient to the last one's
+    sparse_grads = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
     # MF, GMF, MLP and NeuMF use a hand-written step with the same gradients (fast_step).
     fast = make_fast_step(model) if packed is not None else None
     gen = generator(config.seed, epoch, DROPOUT)
