@@ -86,6 +86,13 @@ def lookup(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
     return _gather_rows(emb.weight, idx)
 
 
+def projects_whole(table: nn.Embedding, batch: int) -> bool:
+    """Whether a linear layer over ``batch`` rows of ``table`` is cheaper applied to the whole
+    table and gathered: a dense table with no more rows than the batch (a sparse table's
+    gradient must stay sparse)."""
+    return not table.sparse and table.num_embeddings <= batch
+
+
 class RecModel(nn.Module):
     """Base class: construction from hyper-parameters, regularisation hooks, fast scoring."""
 
@@ -271,15 +278,6 @@ class Tower(nn.Module):
             x = drop(h)
         return x
 
-    def forward_pair(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """``forward(cat([left, right], 1))`` without building the concatenation: the first
-        layer is applied to each half (two matmuls into one pre-activation)."""
-        lin = self.linears[0]
-        d = left.shape[1]
-        pre = torch.addmm(lin.bias, left, lin.weight[:, :d].t())
-        pre = torch.addmm(pre, right, lin.weight[:, d:].t())
-        return self.forward(pre, first=pre)
-
     def forward_tables(
         self,
         user_table: nn.Embedding,
@@ -287,7 +285,8 @@ class Tower(nn.Module):
         users: torch.Tensor,
         items: torch.Tensor,
     ) -> torch.Tensor:
-        """``forward_pair`` on the rows ``users`` and ``items`` of two embedding tables.
+        """``forward(cat([user_table[users], item_table[items]], 1))`` without building the
+        concatenation: the first layer is applied to each table's half.
 
         The first layer is linear, so ``W [e_u; e_i] + b = (E_u W_u^T)[u] + (E_i W_i^T)[i] + b``.
         A table with no more rows than the batch is projected whole and the batch gathers the
@@ -302,10 +301,10 @@ class Tower(nn.Module):
             (user_table, users, lin.weight[:, :d]),
             (item_table, items, lin.weight[:, d:]),
         ):
-            if table.sparse or table.num_embeddings > len(idx):
-                pre = torch.addmm(pre, lookup(table, idx), w.t())
-            else:
+            if projects_whole(table, len(idx)):
                 pre = pre + _gather_rows(table.weight @ w.t(), idx)
+            else:
+                pre = torch.addmm(pre, lookup(table, idx), w.t())
         return self.forward(pre, first=pre)
 
     def forward_items(self, user_part: torch.Tensor, item_part: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ncf.kernels import (
     weighted_dots_backward,
     weighted_dots_row_grads,
 )
-from ncf.models.base import Dropout
+from ncf.models.base import Dropout, projects_whole
 from ncf.models.gmf import GMF
 from ncf.models.mf import MF
 from ncf.models.mlp import MLP
@@ -170,15 +170,12 @@ class _Side:
     """One half of the first layer: an embedding table and its columns of the first weight."""
 
     def __init__(self, emb: nn.Embedding, lin: nn.Linear, cols: slice) -> None:
-        self.emb, self.sparse = emb, emb.sparse
+        self.emb = emb
         self.table, self.gtable = emb.weight.detach(), emb.weight.grad
         self.w, self.gw = lin.weight.detach()[:, cols], lin.weight.grad[:, cols]
-        self.rows = emb.num_embeddings
 
     def projected(self, batch: int) -> bool:
-        """Project the whole table when it has no more rows than the batch (dense tables:
-        a projected table's gradient is dense)."""
-        return not self.sparse and self.rows <= batch
+        return projects_whole(self.emb, batch)
 
 
 def add_row_grads(emb: nn.Embedding, idx: torch.Tensor, rows: torch.Tensor) -> None:
@@ -210,10 +207,10 @@ class TowerStep:
         self.layers = [_Layer(*mods) for mods in zip(t.linears, t.norms, t.drops, strict=True)]
         self.bn_before = t.bn_before
         lin = t.linears[0]
+        wo, gwo = model.output.weight.detach(), model.output.weight.grad
         if isinstance(model, NeuMF):
             user, item = model.mlp_user, model.mlp_item
             k = model.gmf_user.embedding_dim
-            wo, gwo = model.output.weight.detach(), model.output.weight.grad
             self.gmf = _DotTerm(model.gmf_user, model.gmf_item, wo[0, :k], gwo[0, :k])
         else:
             user, item = model.user_embedding, model.item_embedding
@@ -222,7 +219,6 @@ class TowerStep:
         d = user.embedding_dim
         self.user = _Side(user, lin, slice(0, d))
         self.item = _Side(item, lin, slice(d, 2 * d))
-        wo, gwo = model.output.weight.detach(), model.output.weight.grad
         self.wo, self.gwo = wo[:, k:], gwo[:, k:]  # NeuMF: the MLP half of the output layer
         self.bo, self.gbo = model.output.bias.detach(), model.output.bias.grad
         self.widths = [lay.w.shape[0] for lay in self.layers]
@@ -257,7 +253,7 @@ class TowerStep:
         dz_np = _np(dz)
         for side, idx, x in ((self.user, users, inputs[0]), (self.item, items, inputs[1])):
             if x is None:  # projected: gradient per table row, then the table's matmuls
-                g_rows = torch.zeros(side.rows, dz.shape[1])
+                g_rows = torch.zeros(side.table.shape[0], dz.shape[1])
                 scatter_add_rows(_np(idx), dz_np, _np(g_rows))
                 side.gw.addmm_(g_rows.t(), side.table)
                 side.gtable.addmm_(g_rows, side.w)
